@@ -1,0 +1,400 @@
+"""The lane's decisions as pure functions: no I/O, no clock, no globals.
+
+Everything a decision needs (the read, the time, the lot's state, the tariff,
+the lists) comes in as arguments; a :class:`Decision` comes out, carrying the
+reason a technician reads in ``gatekeeper events`` and the message the driver
+reads on the lane display. The lane runner then makes it durable and acts on it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Iterable, Literal, Sequence
+
+_NON_ALNUM = re.compile(r"[^A-Z0-9]")
+
+#: Characters OCR confuses; a substitution inside one group costs LOOKALIKE_COST.
+LOOKALIKE_GROUPS: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
+LOOKALIKE_COST = 0.25
+_GROUP_OF = {ch: i for i, group in enumerate(LOOKALIKE_GROUPS) for ch in group}
+
+
+def normalise_plate(text: str) -> str:
+    """Upper-case letters and digits only: the key plates are stored and matched by."""
+    return _NON_ALNUM.sub("", text.upper())
+
+
+def _sub_cost(a: str, b: str) -> float:
+    if a == b:
+        return 0.0
+    ga, gb = _GROUP_OF.get(a), _GROUP_OF.get(b)
+    return LOOKALIKE_COST if ga is not None and ga == gb else 1.0
+
+
+def plate_distance(a: str, b: str) -> float:
+    """Edit distance where look-alike substitutions (O/0, I/1, ...) are cheap."""
+    a, b = normalise_plate(a), normalise_plate(b)
+    prev = [float(j) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        cur = [float(i)]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1.0, cur[j - 1] + 1.0, prev[j - 1] + _sub_cost(ca, cb)))
+        prev = cur
+    return prev[-1]
+
+
+# --------------------------------------------------------------------------- money
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """Prices in integer minor units (cents); never floats."""
+
+    free_minutes: int = 15
+    interval_minutes: int = 60
+    rate: int = 250
+    daily_max: int = 2000
+    grace_minutes: int = 15
+    currency: str = "EUR"
+    currency_digits: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("free_minutes", "rate", "daily_max", "grace_minutes", "currency_digits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"tariff.{name} must be a whole number >= 0, got {value!r}")
+        if not isinstance(self.interval_minutes, int) or self.interval_minutes < 1:
+            raise ValueError(f"tariff.interval_minutes must be a whole number >= 1, got {self.interval_minutes!r}")
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(minutes=self.grace_minutes)
+
+
+def format_money(minor: int, currency: str, digits: int = 2) -> str:
+    """``450, 'EUR'`` -> ``'4.50 EUR'`` without touching floats."""
+    sign = "-" if minor < 0 else ""
+    minor = abs(minor)
+    if digits == 0:
+        return f"{sign}{minor} {currency}"
+    unit = 10**digits
+    return f"{sign}{minor // unit}.{minor % unit:0{digits}d} {currency}"
+
+
+def _charge(elapsed: timedelta, tariff: Tariff) -> int:
+    """Charge for one continuous stay measured in real elapsed time.
+
+    Each full 24 h costs the daily maximum (or 24 h of intervals, if cheaper);
+    the rest costs the rate per *started* interval, capped at the daily maximum.
+    """
+    seconds = max(0, math.ceil(elapsed.total_seconds()))
+    days, rest = divmod(seconds, 24 * 3600)
+    interval_s = tariff.interval_minutes * 60
+
+    def capped(intervals: int) -> int:
+        amount = intervals * tariff.rate
+        return min(amount, tariff.daily_max) if tariff.daily_max else amount
+
+    full_day = capped(math.ceil(24 * 3600 / interval_s))
+    return days * full_day + (capped(math.ceil(rest / interval_s)) if rest else 0)
+
+
+def stay_fee(entry_at: datetime, now: datetime, tariff: Tariff) -> int:
+    """Fee for a stay from entry to now.
+
+    Stays up to ``free_minutes`` are free; a longer stay is charged from entry.
+    Times must be timezone-aware: the difference is real elapsed time, so a stay
+    across midnight or a DST change costs what its real duration costs.
+    """
+    _require_aware(entry_at, now)
+    elapsed = now - entry_at
+    if elapsed <= timedelta(minutes=tariff.free_minutes):
+        return 0
+    return _charge(elapsed, tariff)
+
+
+def fee_due(session: "SessionView", now: datetime, tariff: Tariff) -> int:
+    """What the driver must pay now to leave.
+
+    Unpaid: the stay fee. Paid and inside the exit grace: nothing. Paid but the
+    grace has run out: the fee runs again from the end of the grace (no free
+    minutes the second time).
+    """
+    if session.status == "open":
+        return stay_fee(session.entry_at, now, tariff)
+    if session.status == "paid" and session.paid_at is not None:
+        grace_end = session.paid_at + tariff.grace
+        _require_aware(grace_end, now)
+        return 0 if now <= grace_end else _charge(now - grace_end, tariff)
+    return 0
+
+
+def _require_aware(*moments: datetime) -> None:
+    for moment in moments:
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(f"naive datetime {moment.isoformat()} (times must carry a time zone)")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """What the rules need to know about a parking session."""
+
+    id: int
+    plate: str  # normalised
+    entry_at: datetime
+    status: Literal["open", "paid", "closed"]
+    paid_at: datetime | None = None
+    amount_paid: int = 0
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """An allow- or deny-list entry with an optional validity window."""
+
+    plate: str
+    kind: Literal["allow", "deny"]
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return (self.valid_from is None or self.valid_from <= now) and (
+            self.valid_until is None or now < self.valid_until
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A booked space: the plate may enter within the window even when the lot is full."""
+
+    id: str
+    plate: str
+    valid_from: datetime
+    valid_until: datetime
+
+    def active(self, now: datetime) -> bool:
+        return self.valid_from <= now < self.valid_until
+
+
+@dataclass(frozen=True)
+class LotState:
+    capacity: int
+    sessions: Sequence[SessionView]  # every session still inside (open or paid)
+
+    @property
+    def occupied(self) -> int:
+        return len(self.sessions)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.occupied)
+
+
+@dataclass(frozen=True)
+class Policy:
+    anti_passback: Literal["deny", "reuse"] = "deny"
+    match_max_distance: float = 1.0
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class Reason(StrEnum):
+    """Why a decision was taken; stable codes for events and the cloud."""
+
+    ENTRY = "entry"
+    ENTRY_RESERVED = "entry_reservation"
+    ENTRY_ALLOWED = "entry_allow_list"
+    REENTRY = "reentry_reuse_session"
+    FULL = "full"
+    DENY_LIST = "deny_list"
+    ALREADY_INSIDE = "already_inside"
+    NO_PLATE = "no_plate"
+    PAID = "paid_within_grace"
+    FREE_STAY = "free_stay"
+    ALLOW_LIST_EXIT = "allow_list_exit"
+    UNPAID = "unpaid"
+    GRACE_EXPIRED = "grace_expired"
+    NO_ENTRY_RECORD = "no_entry_record"
+    AMBIGUOUS = "ambiguous_match"
+
+
+class Action(StrEnum):
+    START_SESSION = "start_session"
+    REUSE_SESSION = "reuse_session"
+    CLOSE_SESSION = "close_session"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Match:
+    session: SessionView
+    distance: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one vehicle at one lane."""
+
+    open: bool
+    reason: Reason
+    message: str
+    action: Action = Action.NONE
+    plate: str = ""
+    session_id: int | None = None
+    fee_due: int = 0
+    match_distance: float | None = None
+    candidates: tuple[str, ...] = ()
+    reservation_id: str | None = None
+    detail: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+MESSAGES = {
+    Reason.ENTRY: "Welcome",
+    Reason.ENTRY_RESERVED: "Welcome - reservation",
+    Reason.ENTRY_ALLOWED: "Welcome",
+    Reason.REENTRY: "Welcome back",
+    Reason.FULL: "Parking full",
+    Reason.DENY_LIST: "Access denied",
+    Reason.ALREADY_INSIDE: "Already inside - please see attendant",
+    Reason.NO_PLATE: "Plate not read - please use intercom",
+    Reason.PAID: "Goodbye",
+    Reason.FREE_STAY: "Goodbye",
+    Reason.ALLOW_LIST_EXIT: "Goodbye",
+    Reason.NO_ENTRY_RECORD: "No entry record",
+    Reason.AMBIGUOUS: "Please see attendant",
+}
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def match_session(
+    plate: str, sessions: Iterable[SessionView], *, max_distance: float = 1.0
+) -> tuple[Match | None, tuple[Match, ...]]:
+    """Find the session a read belongs to: ``(match, candidates)``.
+
+    Exact normalised plate first. Otherwise the candidates within
+    ``max_distance`` (look-alikes count a quarter); the best wins only when it
+    is clearly better than the next (by at least half an edit). Otherwise no
+    match and the candidates are returned so the attendant can choose.
+    """
+    key = normalise_plate(plate)
+    pool = [s for s in sessions if s.status != "closed"]
+    exact = [s for s in pool if s.plate == key]
+    if len(exact) == 1:
+        return Match(exact[0], 0.0), (Match(exact[0], 0.0),)
+    if len(exact) > 1:
+        tied = tuple(Match(s, 0.0) for s in exact)
+        return None, tied
+    if not key:
+        return None, ()
+    scored = sorted(
+        (m for m in (Match(s, plate_distance(key, s.plate)) for s in pool) if m.distance <= max_distance),
+        key=lambda m: (m.distance, m.session.id),
+    )
+    if not scored:
+        return None, ()
+    if len(scored) == 1 or scored[1].distance - scored[0].distance >= 0.5:
+        return scored[0], tuple(scored)
+    return None, tuple(scored)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def _active_list(plate: str, entries: Iterable[ListEntry], kind: str, now: datetime) -> bool:
+    return any(e.kind == kind and e.plate == plate and e.active(now) for e in entries)
+
+
+def decide_entry(
+    plate: str,
+    *,
+    now: datetime,
+    lot: LotState,
+    lists: Sequence[ListEntry] = (),
+    reservations: Sequence[Reservation] = (),
+    policy: Policy = Policy(),
+) -> Decision:
+    """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot)."""
+    key = normalise_plate(plate)
+    if not key:
+        return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
+    if _active_list(key, lists, "deny", now):
+        return Decision(False, Reason.DENY_LIST, MESSAGES[Reason.DENY_LIST], plate=key)
+    inside = [s for s in lot.sessions if s.plate == key and s.status != "closed"]
+    if inside:
+        session = max(inside, key=lambda s: s.entry_at)
+        if policy.anti_passback == "reuse":
+            return Decision(
+                True, Reason.REENTRY, MESSAGES[Reason.REENTRY], Action.REUSE_SESSION, key, session.id
+            )
+        return Decision(
+            False, Reason.ALREADY_INSIDE, MESSAGES[Reason.ALREADY_INSIDE], plate=key, session_id=session.id
+        )
+    reservation = next((r for r in reservations if r.plate == key and r.active(now)), None)
+    allowed = _active_list(key, lists, "allow", now)
+    if lot.free > 0:
+        reason = Reason.ENTRY_RESERVED if reservation else Reason.ENTRY_ALLOWED if allowed else Reason.ENTRY
+    elif reservation:
+        reason = Reason.ENTRY_RESERVED
+    elif allowed:
+        reason = Reason.ENTRY_ALLOWED
+    else:
+        return Decision(False, Reason.FULL, MESSAGES[Reason.FULL], plate=key)
+    return Decision(
+        True,
+        reason,
+        MESSAGES[reason],
+        Action.START_SESSION,
+        key,
+        reservation_id=reservation.id if reservation else None,
+    )
+
+
+def decide_exit(
+    plate: str,
+    *,
+    now: datetime,
+    sessions: Sequence[SessionView],
+    tariff: Tariff,
+    lists: Sequence[ListEntry] = (),
+    policy: Policy = Policy(),
+) -> Decision:
+    """Exit lane: match the read to an open session, then paid/grace/fee."""
+    key = normalise_plate(plate)
+    if not key:
+        return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
+    match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
+    if match is None:
+        if candidates:
+            return Decision(
+                False,
+                Reason.AMBIGUOUS,
+                MESSAGES[Reason.AMBIGUOUS],
+                plate=key,
+                candidates=tuple(c.session.plate for c in candidates),
+                detail="candidate sessions: " + ", ".join(f"#{c.session.id} {c.session.plate}" for c in candidates),
+            )
+        return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
+    session = match.session
+    common = dict(plate=session.plate, session_id=session.id, match_distance=match.distance)
+    if _active_list(session.plate, lists, "allow", now):
+        return Decision(True, Reason.ALLOW_LIST_EXIT, MESSAGES[Reason.ALLOW_LIST_EXIT], Action.CLOSE_SESSION, **common)
+    due = fee_due(session, now, tariff)
+    if due == 0:
+        reason = Reason.PAID if session.status == "paid" else Reason.FREE_STAY
+        return Decision(True, reason, MESSAGES[reason], Action.CLOSE_SESSION, **common)
+    money = format_money(due, tariff.currency, tariff.currency_digits)
+    if session.status == "paid":
+        return Decision(
+            False, Reason.GRACE_EXPIRED, f"Grace expired - please pay {money}", fee_due=due, **common
+        )
+    return Decision(False, Reason.UNPAID, f"Please pay {money}", fee_due=due, **common)
