@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "GATEKEEPER_CONFIG"
+#: Looked for, in order, when neither --config nor GATEKEEPER_CONFIG names a file.
+DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/gatekeeper/config.toml"))
 SECRET_KEYS = frozenset({"password", "token", "hmac_secret"})
 PinSpec = int | str
 
@@ -282,7 +284,7 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Load and validate; raises :class:`ConfigError` with readable lines."""
-    chosen = path or os.environ.get(CONFIG_ENV)
+    chosen = path or os.environ.get(CONFIG_ENV) or next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
     doc: dict[str, Any] = {}
     source: Path | None = None
     if chosen:
