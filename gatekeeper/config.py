@@ -82,6 +82,12 @@ class LaneConfig(Section):
     open_time_s: float = Field(3.0, ge=0, le=120, description="time the boom takes to rise")
     close_timeout_s: float = Field(60.0, ge=1, le=3_600, description="open with no vehicle passing: close and alarm")
     display: str = Field("log", description="lane display target: 'log' or file:PATH")
+    same_vehicle_s: float = Field(
+        10.0, ge=0, le=600, description="the same plate read again within this time is the same vehicle"
+    )
+    read_window_s: float = Field(
+        2.0, gt=0, le=60, description="longest time spent reading frames of one vehicle before deciding"
+    )
 
 
 class AnprConfig(Section):
