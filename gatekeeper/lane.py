@@ -261,6 +261,10 @@ class LaneRunner:
         self._thread.start()
         log.info("lane %s (%s) running: camera %s", self.id, self.lane.direction, self.lane.camera)
 
+    def request_stop(self) -> None:
+        """Stop taking frames after the current one (returns at once)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop reading frames; a decision being carried out is finished first. True if the worker ended."""
         self._stop.set()

@@ -1,0 +1,137 @@
+"""CLI commands that run or talk to the daemon: ``run [--sim]``, ``open``, ``arrive``.
+
+``open`` and ``arrive`` move a barrier, so they never touch the database
+themselves: they ask the running daemon over its control socket, which records
+who asked (the socket's peer uid) and why before anything moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+from gatekeeper.cliutil import fail, settings_from_args
+from gatekeeper.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run every lane, the cloud sync and the control socket (the service)")
+    run.add_argument(
+        "--sim", action="store_true",
+        help="simulated lane: mock pins, watch-folder cameras, a simulated car passes after each opening",
+    )
+    run.set_defaults(func=cmd_run)
+
+    open_ = sub.add_parser("open", help="open a barrier by hand (recorded with who and why)")
+    open_.add_argument("lane", metavar="LANE")
+    open_.add_argument("--reason", required=True, help="why, for the event log (e.g. 'ticket machine broken')")
+    open_.add_argument("--by", help="who asks (default: your user name)")
+    open_.add_argument("--json", action="store_true")
+    open_.set_defaults(func=cmd_open)
+
+    arrive = sub.add_parser("arrive", help="a vehicle at LANE with plate P (intercom fallback when OCR fails)")
+    arrive.add_argument("lane", metavar="LANE")
+    arrive.add_argument("--plate", required=True, metavar="P")
+    arrive.add_argument("--by", help="who typed it (default: your user name)")
+    arrive.add_argument("--json", action="store_true")
+    arrive.set_defaults(func=cmd_arrive)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from gatekeeper.daemon import Daemon
+
+    if args.sim:
+        settings.hardware.pin_factory = "mock"
+        _print_sim_banner(settings)
+    return Daemon(settings, sim=args.sim).run()
+
+
+def _print_sim_banner(settings: Settings) -> None:
+    """Tell the person trying it out where things are, before the models load."""
+    data = settings.storage.data_dir.resolve()
+    out = [
+        "gatekeeper simulated lot (mock pins, watch-folder cameras)",
+        f"  data directory : {data}",
+        f"  database       : {settings.storage.database_path.resolve()}",
+        f"  photos         : {settings.storage.photos_path.resolve()}",
+        f"  control socket : {settings.control_socket_path.resolve()}",
+        "  drop car photos (JPEG/PNG) into:",
+    ]
+    for lane in settings.lanes:
+        if lane.camera.startswith("dir:"):
+            folder = _folder(lane.camera)
+            folder.mkdir(parents=True, exist_ok=True)
+            out.append(f"    {lane.id:<10} ({lane.direction:<5}) {folder}")
+        else:
+            out.append(f"    {lane.id:<10} ({lane.direction:<5}) camera {lane.camera} (not a watch folder)")
+    if settings.mqtt.enabled:
+        out.append(f"  cloud sync     : mqtt://{settings.mqtt.host}:{settings.mqtt.port} (offline is fine: events wait in the outbox)")
+    out += [
+        "  then watch    : gatekeeper status   |   gatekeeper events --follow",
+        "  operator      : gatekeeper arrive LANE --plate P   |   gatekeeper open LANE --reason R",
+        "loading the plate reader...",
+    ]
+    print("\n".join(out), flush=True)
+
+
+def _folder(camera: str) -> Any:
+    from pathlib import Path
+
+    return Path(camera[len("dir:"):]).resolve()
+
+
+# --------------------------------------------------------------------------- open / arrive
+
+
+def _ask(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
+    from gatekeeper.control import ControlError, request
+
+    try:
+        reply = request(settings.control_socket_path, payload, timeout=30.0)
+    except ControlError as exc:
+        fail(f"{exc}; is the daemon running? (gatekeeper run)")
+    if not reply.get("ok"):
+        fail(str(reply.get("error") or "the daemon refused"))
+    return reply
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    reply = _ask(
+        settings,
+        {"cmd": "open", "lane": args.lane, "reason": args.reason, "by": args.by or getpass.getuser()},
+    )
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print(f"lane {reply['lane']}: opening (gate {reply.get('gate')}), recorded as event {reply.get('event_id')}")
+    return 0
+
+
+def cmd_arrive(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    reply = _ask(
+        settings,
+        {"cmd": "arrive", "lane": args.lane, "plate": args.plate, "by": args.by or getpass.getuser()},
+    )
+    decision = reply["decision"]
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    verdict = "OPEN" if decision["open"] else "SHUT"
+    session = f", session {decision['session_id']}" if decision.get("session_id") else ""
+    print(f"lane {reply['lane']}: {decision['plate']} -> {verdict}: {decision['message']} [{decision['reason']}{session}]")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience
+    from gatekeeper.cli import main
+
+    sys.exit(main())
