@@ -203,6 +203,7 @@ class LaneRunner:
         self.decision_lock = decision_lock or threading.RLock()
         self.on_change = on_change
         self._gate_listeners: list[Callable[[Any], None]] = []
+        self._vehicle_listeners: list[Callable[[str, LaneOutcome | None], None]] = []
         self._recent: dict[str, _Recent] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -342,6 +343,14 @@ class LaneRunner:
             "running": self._thread is not None and self._thread.is_alive(),
         }
 
+    def add_vehicle_listener(self, listener: Callable[[str, "LaneOutcome | None"], None]) -> None:
+        """Call ``listener(kind, outcome)`` after each vehicle the camera saw.
+
+        ``kind`` is "decided" (with the outcome), "same_vehicle" (hold-off: no
+        new decision), "no_plate", or "error"; operator arrivals report "decided".
+        """
+        self._vehicle_listeners.append(listener)
+
     def add_gate_listener(self, listener: Callable[[Any], None]) -> None:
         """Also tell ``listener`` about every gate event (the simulator drives the safety loop with it)."""
         self._gate_listeners.append(listener)
@@ -357,6 +366,7 @@ class LaneRunner:
             plate_read=plate, confidence=None, frame=frame, source="operator", by=by
         )
         assert outcome is not None  # operator reads are never suppressed
+        self._notify("decided", outcome)
         return outcome
 
     def open_manual(self, *, reason: str, by: str, remote: bool = False) -> str:
@@ -475,10 +485,18 @@ class LaneRunner:
         except Exception as exc:
             self._count_error(f"decision: {exc}")
             log.exception("lane %s: carrying out the decision failed", self.id)
+            self._notify("error", None)
             return "error"
-        if outcome is None:
-            return "same_vehicle"
-        return "no_plate" if not outcome.plate else "decided"
+        kind = "same_vehicle" if outcome is None else "no_plate" if not outcome.plate else "decided"
+        self._notify(kind, outcome)
+        return kind
+
+    def _notify(self, kind: str, outcome: LaneOutcome | None) -> None:
+        for listener in list(self._vehicle_listeners):
+            try:
+                listener(kind, outcome)
+            except Exception:
+                log.exception("lane %s: vehicle listener failed", self.id)
 
     def _count_error(self, text: str) -> None:
         self.errors += 1
