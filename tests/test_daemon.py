@@ -1,0 +1,333 @@
+"""The daemon: systemd notify and watchdog, SIGTERM, the control socket and ``gatekeeper run --sim``.
+
+systemd is played by a Unix datagram socket the test binds and names in
+NOTIFY_SOCKET, exactly what the service manager does.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from gatekeeper.config import DaemonConfig, MqttConfig, Settings, SiteConfig, StorageConfig
+from gatekeeper.control import ControlError, ControlServer, PeerCredentials, request
+from gatekeeper.daemon import Daemon
+from gatekeeper.sdnotify import SystemdNotifier
+from tests.test_lane import draw_plate_scene, drop_photo, lane_config
+
+GATEKEEPER = [sys.executable, "-m", "gatekeeper.cli"]
+READY_TIMEOUT_S = 240.0
+
+
+class FakeSystemd:
+    """The service manager's end of NOTIFY_SOCKET: collects the datagrams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def receive(self, timeout: float) -> str | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536).decode()
+        except TimeoutError:
+            return None
+        self.messages.append(data)
+        return data
+
+    def wait_for(self, line: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.receive(left)
+            if message is not None and line in message.splitlines():
+                return True
+        return False
+
+    def drain(self) -> list[str]:
+        got = []
+        while (message := self.receive(0.01)) is not None:
+            got.append(message)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
+    fake = FakeSystemd(tmp_path / "notify.sock")
+    yield fake
+    fake.close()
+
+
+def short_socket_path(tmp_path: Path) -> Path:
+    """Unix socket paths are limited to 107 bytes; pytest's tmp paths can be long."""
+    path = tmp_path / "c.sock"
+    if len(str(path)) > 100:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="gk-")) / "c.sock"
+    return path
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+class HangingReader:
+    """A plate reader that hangs on its first frame until released: a stuck lane."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, image: np.ndarray, **kwargs: Any) -> None:
+        self.entered.set()
+        self.release.wait()
+        return None
+
+
+def test_watchdog_is_fed_only_while_every_lane_is_healthy(tmp_path: Path, systemd: FakeSystemd) -> None:
+    folder = tmp_path / "cam" / "entry"
+    settings = Settings(
+        site=SiteConfig(capacity=5),
+        lanes=[lane_config("entry-1", "entry", folder, 17, 27)],
+        storage=StorageConfig(data_dir=tmp_path / "data", min_free_mb=0),
+        mqtt=MqttConfig(enabled=False),
+        daemon=DaemonConfig(lane_stall_s=1.0, socket_group=None),
+    )
+    reader = HangingReader()
+    notifier = SystemdNotifier(environ={"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "400000"})
+    daemon = Daemon(settings, reader=reader, notifier=notifier, control_socket=False)
+    runner = threading.Thread(target=daemon.run, name="daemon")
+    runner.start()
+    try:
+        assert systemd.wait_for("READY=1", 60)
+        assert systemd.wait_for("WATCHDOG=1", 5), "a healthy daemon feeds the watchdog"
+
+        drop_photo(folder, "car", draw_plate_scene("AB123CD"))
+        assert reader.entered.wait(30), "the lane took the frame"
+        deadline = time.monotonic() + 10
+        while not daemon.store.events(kinds=["alarm"]) and time.monotonic() < deadline:
+            systemd.receive(0.1)  # the daemon notices the stall within lane_stall_s + a tick
+        alarms = daemon.store.events(kinds=["alarm"])
+        assert alarms and alarms[0]["reason"] == "lane_stalled" and alarms[0]["lane"] == "entry-1"
+        systemd.drain()
+        quiet_until = time.monotonic() + 2.0
+        while (left := quiet_until - time.monotonic()) > 0:
+            message = systemd.receive(left)
+            assert message is None or "WATCHDOG=1" not in message.splitlines(), "fed while a lane hangs"
+
+        reader.release.set()
+        assert systemd.wait_for("WATCHDOG=1", 5), "feeding resumes once the lane moves again"
+    finally:
+        reader.release.set()
+        daemon.request_stop()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert any("STOPPING=1" in m.splitlines() for m in systemd.messages)
+
+
+# --------------------------------------------------------------------------- control socket
+
+
+def test_control_socket_permissions_peer_and_bad_requests(tmp_path: Path) -> None:
+    seen: list[tuple[dict[str, Any], PeerCredentials]] = []
+
+    def handler(req: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+        seen.append((req, peer))
+        if req.get("cmd") == "boom":
+            raise RuntimeError("handler bug")
+        return {"ok": True, "echo": req}
+
+    path = short_socket_path(tmp_path)
+    group = grp.getgrgid(os.getgid()).gr_name
+    with ControlServer(path, handler, group=group):
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+        assert path.stat().st_gid == os.getgid()
+        assert request(path, {"cmd": "status"}) == {"ok": True, "echo": {"cmd": "status"}}
+        assert seen[0][1].uid == os.getuid() and seen[0][1].pid == os.getpid()
+        reply = request(path, {"cmd": "boom"})
+        assert reply["ok"] is False and "handler bug" in reply["error"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:  # garbage in: an error reply, server lives
+            raw.connect(str(path))
+            raw.sendall(b"{not json\n")
+            assert json.loads(raw.makefile().readline())["ok"] is False
+        assert request(path, {"cmd": "status"})["ok"] is True
+        with pytest.raises(RuntimeError, match="already serving"):
+            ControlServer(path, handler).start()
+    assert not path.exists()
+    with pytest.raises(ControlError, match="does not exist"):
+        request(path, {"cmd": "status"})
+
+
+def test_cli_open_without_a_daemon_fails_clearly(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[mqtt]\nenabled = false\n')
+    result = subprocess.run(
+        [*GATEKEEPER, "--config", str(config), "open", "entry-1", "--reason", "test"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "is the daemon running" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the real thing, in a subprocess
+
+
+def write_sim_config(tmp_path: Path, control_socket: Path) -> Path:
+    config = tmp_path / "config.toml"
+    group = grp.getgrgid(os.getgid()).gr_name
+    config.write_text(
+        f"""
+[site]
+lot_id = "test-lot"
+capacity = 20
+
+[[lanes]]
+id = "entry-1"
+direction = "entry"
+camera = "dir:cameras/entry-1"
+relay_pin = 17
+pulse_ms = 50
+safety_pins = [27]
+open_time_s = 0.1
+debounce_ms = 0
+
+[[lanes]]
+id = "exit-1"
+direction = "exit"
+camera = "dir:cameras/exit-1"
+relay_pin = 22
+pulse_ms = 50
+safety_pins = [23]
+open_time_s = 0.1
+debounce_ms = 0
+
+[anpr]
+min_confidence = 0.3
+
+[mqtt]
+enabled = false
+
+[storage]
+data_dir = "data"
+min_free_mb = 0
+
+[hardware]
+pin_factory = "lgpio"   # --sim must force mock pins
+
+[daemon]
+control_socket = "{control_socket}"
+socket_group = "{group}"
+lane_stall_s = 30
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def cli(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GATEKEEPER, "--config", str(config), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_status(socket_path: Path, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    """Poll the daemon's status over the control socket (another process: no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = request(socket_path, {"cmd": "status"}, timeout=5)
+        if predicate(last):
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"status never matched: {json.dumps(last, indent=1)[:2000]}")
+
+
+def lane_status(status: dict[str, Any], lane_id: str) -> dict[str, Any]:
+    return next(lane for lane in status["lanes"] if lane["id"] == lane_id)
+
+
+def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd) -> None:
+    control = short_socket_path(tmp_path)
+    config = write_sim_config(tmp_path, control)
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "2000000"}
+    env.pop("GATEKEEPER_CONFIG", None)
+    stderr_log = (tmp_path / "daemon.log").open("w")
+    proc = subprocess.Popen(
+        [*GATEKEEPER, "--config", str(config), "run", "--sim"],
+        stdout=subprocess.PIPE, stderr=stderr_log, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        first = systemd.receive(READY_TIMEOUT_S)
+        assert first is not None, f"no READY=1; log:\n{(tmp_path / 'daemon.log').read_text()[-3000:]}"
+        assert "READY=1" in first.splitlines(), f"READY=1 must come first, got {first!r}"
+        assert stat.S_IMODE(control.stat().st_mode) == 0o660
+
+        # A car photo dropped into the entry folder opens the simulated barrier...
+        drop_photo(tmp_path / "cameras" / "entry-1", "car-in", draw_plate_scene("AB123CD"))
+        status = wait_for_status(control, lambda s: (lane_status(s, "entry-1").get("last") or {}).get("plate"))
+        entry = lane_status(status, "entry-1")
+        assert entry["last"]["plate"] == "AB123CD" and entry["last"]["open"] is True
+        assert status["sim"] is True and status["occupancy"]["occupied"] == 1
+        # ...and the simulated car drives over the safety loop, so the barrier closes normally.
+        wait_for_status(control, lambda s: lane_status(s, "entry-1")["gate"] == "closed", timeout=30)
+
+        # The technician's view through the CLI.
+        shown = cli(config, "status")
+        assert shown.returncode == 0, shown.stderr
+        assert "Daemon: running" in shown.stdout and "lane entry-1" in shown.stdout and "AB123CD" in shown.stdout
+
+        # Operator fallback and manual open through the CLI and the control socket.
+        arrived = cli(config, "arrive", "exit-1", "--plate", "ab 123 cd", "--by", "intercom-op")
+        assert arrived.returncode == 0, arrived.stderr
+        assert "AB123CD -> OPEN" in arrived.stdout
+        opened = cli(config, "open", "entry-1", "--reason", "delivery van without plate")
+        assert opened.returncode == 0, opened.stderr
+        assert "opening" in opened.stdout
+        refused = cli(config, "arrive", "nope-9", "--plate", "X1")
+        assert refused.returncode == 1 and "no lane 'nope-9'" in refused.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        stdout = proc.stdout.read() if proc.stdout else ""
+        stderr_log.close()
+    log_text = (tmp_path / "daemon.log").read_text()
+    assert code == 0, log_text[-3000:]
+    assert str(tmp_path / "cameras" / "entry-1") in stdout and "data directory" in stdout
+    assert systemd.wait_for("STOPPING=1", 5) or any("STOPPING=1" in m for m in systemd.messages)
+    assert not control.exists()
+
+    # Nothing made before the signal is lost: read the file the daemon left behind.
+    db = sqlite3.connect(tmp_path / "data" / "gatekeeper.db")
+    events = db.execute("SELECT kind, lane, reason, plate, data FROM events ORDER BY seq").fetchall()
+    kinds = [e[0] for e in events]
+    assert kinds[0] == "daemon_started" and kinds[-1] == "daemon_stopped"
+    for expected in ("entry", "passed", "exit", "open_manual"):
+        assert expected in kinds, kinds
+    manual = next(e for e in events if e[0] == "open_manual")
+    assert "delivery van without plate" in manual[4]
+    sessions = db.execute("SELECT plate, status, source, exit_lane FROM sessions").fetchall()
+    assert sessions == [("AB123CD", "closed", "camera", "exit-1")]
+    pending = db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+    assert pending >= len([k for k in kinds if k in ("entry", "exit", "passed", "open_manual")])
+    db.close()
