@@ -144,6 +144,9 @@ class MqttConfig(Section):
     outbox_max_age_days: int = Field(30, ge=1)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
+    session_expiry_s: int = Field(7 * 86_400, ge=0, description="broker keeps our session (queued commands) this long")
+    max_inflight: int = Field(100, ge=1, le=65_000, description="outbox messages awaiting PUBACK at once")
+    outbox_keep_sent_days: float = Field(1.0, ge=0, description="acknowledged outbox rows are pruned after this")
 
 
 class CloudConfig(Section):
