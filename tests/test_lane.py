@@ -39,16 +39,15 @@ def draw_plate_scene(text: str, *, seed: int = 0, size: tuple[int, int] = (960, 
     rng = np.random.default_rng(seed)
     image = rng.integers(70, 140, (height, width, 3), dtype=np.uint8)
     image = cv2.GaussianBlur(image, (7, 7), 0)
-    cv2.rectangle(image, (width // 5, height // 3), (width * 4 // 5, height - 20), (60, 45, 110), -1)  # body
-    plate_w, plate_h = 440, 110
-    x0, y0 = (width - plate_w) // 2, height - plate_h - 60
+    cv2.rectangle(image, (width // 6, height // 3), (width * 5 // 6, height - 10), (60, 45, 110), -1)  # body
+    plate_w, plate_h = 520, 130
+    x0, y0 = (width - plate_w) // 2, height - plate_h - 50
     cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (255, 255, 255), -1)
     cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (0, 0, 0), 3)
-    font, thickness = cv2.FONT_HERSHEY_DUPLEX, 6
-    scale = 2.6
+    font, thickness, scale = cv2.FONT_HERSHEY_SIMPLEX, 8, 3.0
     while True:
         (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
-        if tw <= plate_w - 40 or scale < 1.0:
+        if tw <= plate_w - 50 or scale < 1.0:
             break
         scale -= 0.1
     cv2.putText(
