@@ -195,6 +195,9 @@ class ControlServer:
                 return
             try:
                 request = _read_message(conn)
+            except _NoRequest:
+                log.debug("control connection from uid %d (pid %d) closed without a request", peer.uid, peer.pid)
+                return
             except (OSError, ValueError) as exc:
                 log.warning("control request from uid %d (pid %d) rejected: %s", peer.uid, peer.pid, exc)
                 _send(conn, {"ok": False, "error": f"bad request: {exc}"})
@@ -209,6 +212,10 @@ class ControlServer:
             _send(conn, reply)
 
 
+class _NoRequest(Exception):
+    """The peer connected and closed without sending anything (a liveness probe)."""
+
+
 def _read_message(conn: socket.socket) -> dict[str, Any]:
     buf = bytearray()
     while b"\n" not in buf:
@@ -218,6 +225,8 @@ def _read_message(conn: socket.socket) -> dict[str, Any]:
         buf += chunk
         if len(buf) > MAX_REQUEST_BYTES:
             raise ValueError(f"request larger than {MAX_REQUEST_BYTES} bytes")
+    if not buf:
+        raise _NoRequest()
     line = bytes(buf).split(b"\n", 1)[0]
     if not line.strip():
         raise ValueError("empty request")
