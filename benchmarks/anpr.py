@@ -1,0 +1,186 @@
+"""Plate-reader benchmark: accuracy, speed and memory on a folder of labelled photos.
+
+    python benchmarks/anpr.py --data ../shared/bench/plates [--out DIR] [--region us] [--limit N] [--misses]
+
+The data folder holds one sub-folder per region (``us``, ``eu``, ``br``); each
+image ``NAME.jpg`` has ``NAME.txt`` beside it: ``NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
+A read is correct when its letters and digits, upper-cased, equal ``PLATE`` with
+everything else removed. Writes ``anpr-summary.json``, ``anpr-summary.md`` and
+``anpr-chart.png`` (drawn with OpenCV: matplotlib is not a dependency) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gatekeeper.anpr import PlateReader  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def truth_of(label_file: Path) -> str:
+    fields = label_file.read_text(encoding="utf-8").strip().split("\t")
+    return re.sub(r"[^A-Z0-9]", "", fields[-1].upper())
+
+
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def summarise(rows: list[dict]) -> dict:
+    n = len(rows)
+    if not n:
+        return {"images": 0}
+    ms = [r["ms"] for r in rows]
+    return {
+        "images": n,
+        "exact": round(sum(r["exact"] for r in rows) / n, 4),
+        "within_one": round(sum(r["distance"] <= 1 for r in rows) / n, 4),
+        "no_plate": round(sum(r["read"] == "" for r in rows) / n, 4),
+        "median_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(percentile(ms, 90), 1),
+    }
+
+
+def draw_chart(summary: dict, path: Path) -> None:
+    """Bar chart of exact / within-one rates per region, with the 65% target line."""
+    groups = [k for k in ("us", "eu", "br", "overall") if k in summary["regions"] or k == "overall"]
+    width, height, left, bottom, top = 760, 420, 60, 60, 50
+    img = np.full((height, width, 3), 255, np.uint8)
+    plot_h = height - bottom - top
+    cv2.line(img, (left, height - bottom), (width - 20, height - bottom), (0, 0, 0), 1)
+    cv2.line(img, (left, top), (left, height - bottom), (0, 0, 0), 1)
+    for pct in (0, 25, 50, 75, 100):
+        yy = height - bottom - int(plot_h * pct / 100)
+        cv2.line(img, (left - 4, yy), (width - 20, yy), (225, 225, 225), 1)
+        cv2.putText(img, f"{pct}%", (8, yy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    target_y = height - bottom - int(plot_h * 0.65)
+    cv2.line(img, (left, target_y), (width - 20, target_y), (0, 0, 200), 1)
+    cv2.putText(img, "target 65%", (width - 110, target_y - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 200), 1, cv2.LINE_AA)
+    slot = (width - left - 40) // len(groups)
+    colours = {"exact": (180, 110, 30), "within_one": (90, 180, 240)}
+    for i, g in enumerate(groups):
+        s = summary["overall"] if g == "overall" else summary["regions"][g]
+        x0 = left + 20 + i * slot
+        for j, key in enumerate(("exact", "within_one")):
+            bh = int(plot_h * s[key])
+            xa = x0 + j * (slot // 3)
+            cv2.rectangle(img, (xa, height - bottom - bh), (xa + slot // 3 - 6, height - bottom), colours[key], -1)
+            cv2.putText(img, f"{s[key] * 100:.0f}", (xa, height - bottom - bh - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{g} ({s['images']})  {s['median_ms']:.0f} ms", (x0, height - bottom + 20),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "gatekeeper plate reader: exact top-1 (dark) and within one edit (light)", (left, 30),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| region | images | exact top-1 | within one edit | no plate | median ms | p90 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    items = list(summary["regions"].items()) + [("overall", summary["overall"])]
+    for name, s in items:
+        lines.append(
+            f"| {name} | {s['images']} | {s['exact'] * 100:.1f}% | {s['within_one'] * 100:.1f}% | "
+            f"{s['no_plate'] * 100:.1f}% | {s['median_ms']:.0f} | {s['p90_ms']:.0f} |"
+        )
+    lines.append("")
+    lines.append(f"Model load {summary['model_load_s']:.2f} s, peak RSS {summary['peak_rss_mb']:.0f} MB, "
+                 f"threads {summary['threads']}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with us/ eu/ br/ sub-folders")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--region", action="append", help="only these regions (repeatable)")
+    parser.add_argument("--limit", type=int, default=0, help="at most N images per region")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--misses", action="store_true", help="print every wrong read")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    started = time.perf_counter()
+    reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0)
+    load_s = time.perf_counter() - started
+    warm = np.full((480, 640, 3), 128, np.uint8)
+    reader.read(warm)
+
+    regions = sorted(p.name for p in args.data.iterdir() if p.is_dir())
+    if args.region:
+        regions = [r for r in regions if r in args.region]
+    per_region: dict[str, list[dict]] = {}
+    for region in regions:
+        images = sorted(p for p in (args.data / region).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if args.limit:
+            images = images[: args.limit]
+        rows = []
+        for img_path in images:
+            label = img_path.with_suffix(".txt")
+            if not label.exists():
+                continue
+            truth = truth_of(label)
+            image = cv2.imread(str(img_path))
+            t0 = time.perf_counter()
+            read = reader.read(image, region=region)
+            ms = (time.perf_counter() - t0) * 1000
+            got = read.normalised if read else ""
+            rows.append({"image": img_path.name, "truth": truth, "read": got, "exact": got == truth,
+                         "distance": edit_distance(got, truth), "ms": round(ms, 1),
+                         "confidence": read.confidence if read else 0.0})
+            if args.misses and got != truth:
+                print(f"  miss {region}/{img_path.name}: truth {truth} read {got or '-'} "
+                      f"({rows[-1]['confidence']:.2f})")
+        per_region[region] = rows
+        s = summarise(rows)
+        print(f"{region}: {s}")
+    all_rows = [r for rows in per_region.values() for r in rows]
+    summary = {
+        "regions": {r: summarise(rows) for r, rows in per_region.items()},
+        "overall": summarise(all_rows),
+        "model_load_s": round(load_s, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 0),
+        "threads": args.threads,
+    }
+    print(f"overall: {summary['overall']}")
+    print(f"model load {load_s:.2f} s, peak RSS {summary['peak_rss_mb']:.0f} MB")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "anpr-summary.json").write_text(json.dumps({**summary, "reads": per_region}, indent=1))
+    (args.out / "anpr-summary.md").write_text(markdown(summary))
+    draw_chart(summary, args.out / "anpr-chart.png")
+    reader.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Plate reader: cheap OpenCV plate finding, EasyOCR recognition, grammar decoding.
+
+Why this shape: EasyOCR's own text detector costs seconds per frame on a Pi-class
+CPU, while its recogniser reads one text line in ~25 ms. So plates are found
+with OpenCV as *rows of character-like blobs of similar height* (a strong plate
+cue that also yields a tight, deskewed text-line crop, which the recogniser
+needs: it reads whole plates with state names and frames badly), the best few
+rows are recognised in one batch, and each is decoded through the region's
+plate layouts (see :mod:`gatekeeper.plate_formats`), which resolves O/0, I/1,
+B/8 ... by position. A vehicle's several frames are combined by
+:class:`PlateConsolidator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from gatekeeper.ocr_models import EasyOcrRecognizer, ModelNotFoundError, Recognizer
+from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, reduce_probabilities
+
+if TYPE_CHECKING:
+    from gatekeeper.config import AnprConfig
+
+__all__ = [
+    "ModelNotFoundError",
+    "PlateConsolidator",
+    "PlateRead",
+    "PlateReader",
+    "find_text_rows",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlateRead:
+    """One plate read from one image."""
+
+    text: str
+    normalised: str
+    confidence: float
+    box: tuple[int, int, int, int]
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+    region: str = ""
+
+
+# --------------------------------------------------------------------------- plate finding
+
+
+@dataclass(frozen=True)
+class TextRow:
+    """A row of character-like blobs: where a plate's characters probably are."""
+
+    box: tuple[int, int, int, int]      # x, y, w, h of the blobs, working-image pixels
+    angle: float                        # degrees, from a line fit through blob centres
+    char_height: float
+    count: int
+    score: float
+
+
+def _components(binary: np.ndarray, min_h: int, max_h: int) -> np.ndarray:
+    """Character-like connected components as rows of (x, y, w, h)."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.empty((0, 4), dtype=np.int32)
+    s = stats[1:]
+    x, y, w, h, area = s[:, 0], s[:, 1], s[:, 2], s[:, 3], s[:, 4]
+    fill = area / np.maximum(w * h, 1)
+    ok = (
+        (h >= min_h) & (h <= max_h)
+        & (h >= 1.0 * w) & (h <= 8.0 * w)
+        & (fill > 0.18) & (fill < 0.92)
+    )
+    return np.stack([x[ok], y[ok], w[ok], h[ok]], axis=1).astype(np.int32)
+
+
+def _group_rows(boxes: np.ndarray, min_count: int = 3) -> list[np.ndarray]:
+    """Union blobs of similar height that sit side by side on one line."""
+    n = len(boxes)
+    if n < min_count:
+        return []
+    order = np.argsort(boxes[:, 0])
+    b = boxes[order].astype(np.float64)
+    x, y, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    cy = y + h / 2
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    right = x + w
+    for i in range(n):
+        reach = right[i] + 1.1 * h[i]
+        j_end = int(np.searchsorted(x, reach, side="right"))
+        if j_end <= i + 1:
+            continue
+        js = np.arange(i + 1, j_end)
+        hr = h[js] / h[i]
+        gap = x[js] - right[i]
+        ok = (
+            (hr > 0.75) & (hr < 1.33)
+            & (np.abs(cy[js] - cy[i]) < 0.3 * np.maximum(h[js], h[i]))
+            & (gap > -0.2 * h[i])
+            & (np.abs(y[js] - y[i]) < 0.35 * h[i])
+        )
+        for j in js[ok]:
+            ri, rj = find(i), find(int(j))
+            if ri != rj:
+                parent[rj] = ri
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        groups[find(i)].append(i)
+    return [b[idx] for idx in groups.values() if len(idx) >= min_count]
+
+
+def _row_from_group(g: np.ndarray) -> TextRow | None:
+    x, y, w, h = g[:, 0], g[:, 1], g[:, 2], g[:, 3]
+    # Drop blobs nested inside others (holes / inner parts picked up by a second binarisation).
+    x0, y0 = float(x.min()), float(y.min())
+    x1, y1 = float((x + w).max()), float((y + h).max())
+    hm = float(np.median(h))
+    count = len(g)
+    cx, cy = x + w / 2, y + h / 2
+    angle = 0.0
+    if count >= 3 and np.ptp(cx) > 0:
+        slope = float(np.polyfit(cx, cy, 1)[0])
+        angle = math.degrees(math.atan(slope))
+    if abs(angle) > 25:
+        return None
+    width = x1 - x0
+    if width < 1.5 * hm or width > 14 * hm:
+        return None
+    h_spread = float(np.std(h) / hm)
+    # Plates carry 4-8 characters; rows far off that, or ragged, are weaker evidence.
+    count_score = 1.0 - min(abs(count - 6.5), 5.0) / 6.0
+    score = count_score + 0.5 * (1.0 - min(h_spread * 4, 1.0)) + 0.15 * math.log(hm)
+    return TextRow((int(x0), int(y0), int(width), int(y1 - y0)), angle, hm, count, score)
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union else 0.0
+
+
+def find_text_rows(grey: np.ndarray, *, max_rows: int = 8) -> list[TextRow]:
+    """Rows of similar-height character blobs in a grey image, most plate-like first.
+
+    Both polarities are searched (dark text on light plates and the reverse), with
+    two adaptive-threshold window sizes so both small and large characters survive.
+    """
+    h_img = grey.shape[0]
+    min_h = max(7, h_img // 120)
+    max_h = max(min_h + 1, h_img // 3)
+    rows: list[TextRow] = []
+    for block in (15, 31):
+        for invert in (True, False):
+            mode = cv2.THRESH_BINARY_INV if invert else cv2.THRESH_BINARY
+            binary = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 7)
+            for g in _group_rows(_components(binary, min_h, max_h)):
+                row = _row_from_group(g)
+                if row is not None:
+                    rows.append(row)
+    rows.sort(key=lambda r: -r.score)
+    kept: list[TextRow] = []
+    for r in rows:
+        if all(_iou(r.box, k.box) < 0.5 for k in kept):
+            kept.append(r)
+        if len(kept) >= max_rows:
+            break
+    return kept
+
+
+def _row_crop(grey: np.ndarray, row: TextRow, scale: float, *, pad_x: float = 0.45, pad_y: float = 0.22) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Deskewed crop of a text row from the full-resolution grey image, and its box there."""
+    x, y, w, h = (v / scale for v in row.box)
+    ch = row.char_height / scale
+    cx, cy = x + w / 2, y + h / 2
+    # The row box of a tilted line is taller than a character; the rotated crop is not.
+    out_w = int(round(w / math.cos(math.radians(row.angle)) + 2 * pad_x * ch))
+    out_h = int(round(ch * (1 + 2 * pad_y)))
+    rot = cv2.getRotationMatrix2D((cx, cy), row.angle, 1.0)
+    rot[0, 2] += out_w / 2 - cx
+    rot[1, 2] += out_h / 2 - cy
+    crop = cv2.warpAffine(grey, rot, (max(out_w, 8), max(out_h, 8)), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    bx = int(max(0, cx - out_w / 2))
+    by = int(max(0, cy - out_h / 2))
+    return crop, (bx, by, int(out_w), int(out_h))
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@dataclass
+class _Candidate:
+    row: TextRow
+    crop: np.ndarray
+    box: tuple[int, int, int, int]
+    decoded: Decoded | None = None
+    score: float = -math.inf
+
+
+class PlateReader:
+    """Reads one plate per image for one region's plate layouts."""
+
+    def __init__(
+        self,
+        *,
+        region: str = "eu",
+        formats: dict[str, list[str]] | None = None,
+        model_dir: Path | None = None,
+        min_confidence: float = 0.5,
+        threads: int = 2,
+        recognizer: Recognizer | None = None,
+        work_size: int = 1280,
+        max_candidates: int = 5,
+    ) -> None:
+        self.region = region
+        self.min_confidence = min_confidence
+        self._formats = dict(formats or {})
+        self._grammars: dict[str, PlateGrammar] = {}
+        self._grammar(region)   # unknown region: fail now, not on the first car
+        self._work_size = work_size
+        self._max_candidates = max_candidates
+        started = time.perf_counter()
+        self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(model_dir=model_dir, threads=threads)
+        self.load_seconds = time.perf_counter() - started
+
+    @classmethod
+    def from_config(cls, anpr: "AnprConfig") -> "PlateReader":
+        return cls(
+            region=anpr.region,
+            formats=anpr.formats,
+            model_dir=anpr.model_dir,
+            min_confidence=anpr.min_confidence,
+            threads=anpr.threads,
+        )
+
+    def _grammar(self, region: str) -> PlateGrammar:
+        grammar = self._grammars.get(region)
+        if grammar is None:
+            grammar = self._grammars[region] = PlateGrammar.for_region(region, self._formats)
+        return grammar
+
+    def read(
+        self,
+        image: np.ndarray,
+        *,
+        region: str | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> PlateRead | None:
+        """The most plausible plate in ``image`` (within ``roi``), or None."""
+        if self._recognizer is None:
+            raise RuntimeError("PlateReader is closed")
+        if image is None or image.size == 0 or image.ndim not in (2, 3):
+            raise ValueError("not an image")
+        region = region or self.region
+        grammar = self._grammar(region)
+        t0 = time.perf_counter()
+        ox = oy = 0
+        if roi is not None:
+            rx, ry, rw, rh = roi
+            ox, oy = max(0, rx), max(0, ry)
+            image = image[oy: ry + rh, ox: rx + rw]
+            if image.size == 0:
+                raise ValueError(f"roi {roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        scale = min(1.0, self._work_size / max(grey.shape[:2]))
+        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rows = find_text_rows(work, max_rows=self._max_candidates)
+        t1 = time.perf_counter()
+        candidates = []
+        for row in rows:
+            crop, box = _row_crop(grey, row, scale)
+            candidates.append(_Candidate(row, crop, box))
+        t2 = time.perf_counter()
+        best: _Candidate | None = None
+        if candidates:
+            matrices = self._recognizer.probabilities([c.crop for c in candidates])
+            for cand, probs in zip(candidates, matrices):
+                decoded = grammar.decode(reduce_probabilities(probs, self._recognizer.alphabet), top=1)
+                if not decoded:
+                    continue
+                cand.decoded = decoded[0]
+                cand.score = decoded[0].confidence
+                if best is None or cand.score > best.score:
+                    best = cand
+        t3 = time.perf_counter()
+        timings = {
+            "find": (t1 - t0) * 1000,
+            "crop": (t2 - t1) * 1000,
+            "recognise": (t3 - t2) * 1000,
+            "total": (t3 - t0) * 1000,
+        }
+        if best is None or best.decoded is None or best.decoded.confidence < self.min_confidence:
+            log.debug("no plate (%d candidates, %.0f ms)", len(candidates), timings["total"])
+            return None
+        x, y, w, h = best.box
+        return PlateRead(
+            text=best.decoded.text,
+            normalised=normalise(best.decoded.plate),
+            confidence=round(best.decoded.confidence, 4),
+            box=(x + ox, y + oy, w, h),
+            crop=best.crop,
+            timings=timings,
+            region=region,
+        )
+
+    def close(self) -> None:
+        if self._recognizer is not None:
+            self._recognizer.close()
+            self._recognizer = None
+
+    def __enter__(self) -> "PlateReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- consolidation
+
+
+def _similar(a: str, b: str) -> bool:
+    from gatekeeper.rules import plate_distance
+
+    return plate_distance(a, b) <= 1.0
+
+
+class PlateConsolidator:
+    """One vehicle, several frames -> one plate.
+
+    Reads are clustered by similarity (an OCR slip in one frame joins its
+    vehicle's cluster); the cluster with the most confidence wins, and inside it
+    the spelling with the most confidence. ``done`` turns true as soon as one
+    read is sure enough, or after ``max_frames`` frames.
+    """
+
+    def __init__(self, *, accept_confidence: float = 0.85, max_frames: int = 5) -> None:
+        self.accept_confidence = accept_confidence
+        self.max_frames = max_frames
+        self._frames = 0
+        self._reads: list[PlateRead] = []
+
+    def add(self, read: PlateRead | None) -> None:
+        self._frames += 1
+        if read is not None and read.normalised:
+            self._reads.append(read)
+
+    @property
+    def frames(self) -> int:
+        return self._frames
+
+    @property
+    def done(self) -> bool:
+        if self._frames >= self.max_frames:
+            return True
+        return any(r.confidence >= self.accept_confidence for r in self._reads)
+
+    def result(self) -> PlateRead | None:
+        if not self._reads:
+            return None
+        clusters: list[list[PlateRead]] = []
+        for read in sorted(self._reads, key=lambda r: -r.confidence):
+            for cluster in clusters:
+                if _similar(cluster[0].normalised, read.normalised):
+                    cluster.append(read)
+                    break
+            else:
+                clusters.append([read])
+        winner = max(clusters, key=lambda c: (sum(r.confidence for r in c), len(c)))
+        weight: dict[str, float] = defaultdict(float)
+        for r in winner:
+            weight[r.normalised] += r.confidence
+        spelling = max(weight, key=lambda k: weight[k])
+        best = max((r for r in winner if r.normalised == spelling), key=lambda r: r.confidence)
+        agreement = weight[spelling] / sum(r.confidence for r in self._reads)
+        return PlateRead(
+            text=best.text,
+            normalised=best.normalised,
+            confidence=round(min(1.0, best.confidence * (0.5 + 0.5 * agreement) + 0.05 * (len(winner) - 1)), 4),
+            box=best.box,
+            crop=best.crop,
+            timings=dict(best.timings),
+            region=best.region,
+        )
