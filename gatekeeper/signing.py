@@ -63,7 +63,7 @@ def verify_signature(body: Mapping[str, Any], secret: str | bytes | None) -> Non
         raise SignatureError("bad_signature", "'sig' must be a hex string")
     expected = signature(body, secret)
     # compare_digest on ASCII bytes: constant time whatever the attacker sent.
-    if not hmac.compare_digest(expected.encode("ascii"), given.strip().lower().encode("utf-8", "replace")):
+    if not hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace")):
         raise SignatureError("bad_signature", "signature does not match")
 
 

@@ -317,9 +317,11 @@ class CloudSync:
         client.on_message = self._on_message
         return client
 
-    def _quiet_shutdown(self, record: logging.LogRecord) -> bool:
-        """paho 2.2 logs an ERROR for one last loop pass after our own disconnect(); that is no error."""
-        return not (self._stop.is_set() and str(record.msg).startswith("Client is not connected"))
+    @staticmethod
+    def _quiet_shutdown(record: logging.LogRecord) -> bool:
+        """paho 2.2 logs an ERROR for every loop pass without a socket (after our disconnect(), between
+        reconnect attempts); the disconnect itself is already logged once, as a warning."""
+        return not str(record.msg).startswith("Client is not connected")
 
     def _connect(self, client: mqtt.Client) -> None:
         cfg = self.cfg

@@ -41,12 +41,14 @@ def free_port() -> int:
 class Mosquitto:
     """One mosquitto process; ``stop()``/``start()`` keep the port and the persistence dir."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = True) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = True,
+                 extra_config: tuple[str, ...] = ()) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.persistence = persistence
+        self.extra_config = extra_config
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +76,7 @@ class Mosquitto:
             lines += ["persistence true", f"persistence_location {store}/", "autosave_interval 0"]
         else:
             lines.append("persistence false")
+        lines += list(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @property
