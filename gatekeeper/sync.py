@@ -198,6 +198,11 @@ class CloudSync:
     def start(self) -> "CloudSync":
         if self._client is not None:
             return self
+        if not self.cfg.enabled:
+            log.info("mqtt.enabled is false: events stay in the outbox until sync is enabled")
+            if self.uploader is not None:
+                self.uploader.start()
+            return self
         if not self._secret:
             log.warning("mqtt.hmac_secret is not configured: every cloud command (payment, open, lists, "
                         "reservation, tariff) will be rejected")
