@@ -180,9 +180,10 @@ class Daemon:
         )
 
     def _start_sync(self) -> None:
-        if not self.settings.mqtt.enabled:
-            log.info("MQTT sync disabled (mqtt.enabled = false): events stay in the outbox")
+        if not self.settings.mqtt.enabled and not self.settings.cloud.enabled:
+            log.info("cloud sync disabled (mqtt.enabled = false): events stay in the outbox")
             return
+        # With MQTT off but cloud.enabled, CloudSync runs only the photo uploader.
         assert self.store is not None
         try:
             from gatekeeper.sync import CloudSync
