@@ -140,6 +140,7 @@ def test_watchdog_is_fed_only_while_every_lane_is_healthy(tmp_path: Path, system
         daemon.request_stop()
         runner.join(30)
     assert not runner.is_alive()
+    systemd.drain()
     assert any("STOPPING=1" in m.splitlines() for m in systemd.messages)
 
 
