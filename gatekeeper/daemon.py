@@ -218,8 +218,9 @@ class Daemon:
         self._install_signals()
         try:
             self.start()
-        except Exception:
-            log.exception("start failed")
+        except Exception as exc:
+            log.error("cannot start: %s", exc)
+            log.debug("start failure", exc_info=True)
             self.shutdown()
             return 1
         tick = self._tick_s()

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: A camera read this close to an earlier plate (look-alikes count a quarter) is the same plate.
 SAME_PLATE_DISTANCE = 1.0
+#: The camera's latest frame is kept as the photo of an operator arrival only if this fresh.
+OPERATOR_PHOTO_MAX_AGE_S = 10.0
 #: How often the disk-low alarm may repeat.
 DISK_ALARM_EVERY_S = 600.0
 
@@ -362,6 +364,8 @@ class LaneRunner:
         if not normalise_plate(plate):
             raise ValueError(f"{plate!r} is not a plate (no letters or digits)")
         frame = self.grabber.latest() if self.grabber is not None else None
+        if frame is not None and (datetime.now(frame.at.tzinfo) - frame.at).total_seconds() > OPERATOR_PHOTO_MAX_AGE_S:
+            frame = None  # the camera's last view is not this vehicle
         outcome = self._decide_and_act(
             plate_read=plate, confidence=None, frame=frame, source="operator", by=by
         )
