@@ -81,6 +81,9 @@ class LaneConfig(Section):
     debounce_ms: int = Field(100, ge=0, le=5_000)
     open_time_s: float = Field(3.0, ge=0, le=120, description="time the boom takes to rise")
     close_timeout_s: float = Field(60.0, ge=1, le=3_600, description="open with no vehicle passing: close and alarm")
+    close_time_s: float | None = Field(
+        None, ge=0, le=120, description="time the boom takes to come down; default: open_time_s"
+    )
     display: str = Field("log", description="lane display target: 'log' or file:PATH")
     same_vehicle_s: float = Field(
         10.0, ge=0, le=600, description="the same plate read again within this time is the same vehicle"
