@@ -463,3 +463,14 @@ def test_outbox_age_bound(tmp_path: Path, mosquitto: Mosquitto) -> None:
         assert sync.check_outbox_bound()
         assert [a["reason"] for a in store.events(kinds=["alarm"])] == ["old", "outbox_too_old"]
         assert store.outbox_stats()["pending"] == 2
+
+
+def test_mqtt_311_fallback_round_trip(mosquitto: Mosquitto, tmp_path: Path, cloud: Subscriber) -> None:
+    settings = sync_settings(mosquitto, tmp_path / "v311", protocol="3.1.1")
+    with Store.from_settings(settings) as store, CloudSync(settings, store) as sync:
+        event_id = store.record_event("alarm", reason="v311")
+        sync.wake()
+        assert cloud.get(where=lambda m: m.topic == f"{BASE}/events/alarm").json()["id"] == event_id
+        sid = enter(store, "V3 11", now())
+        assert command(cloud, "payment", signed({"session_id": sid, "amount": 100})).status == "ok"
+        assert store.session(sid)["status"] == "paid"

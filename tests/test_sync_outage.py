@@ -86,6 +86,7 @@ def test_broker_outage_while_500_events_are_made(mosquitto: Mosquitto, tmp_path:
 
             received = collect_events(cloud, set(made), timeout=60)
             duplicates = check_delivery(received, made)
+            print(f"outage: {len(made)} events, {len(received)} received, {duplicates} duplicates")
             wait_until(lambda: store.outbox_stats()["pending"] == 0, "outbox empty")
             assert duplicates < len(made)
         finally:
@@ -155,7 +156,8 @@ def test_sigkill_mid_drain_then_restart_delivers_the_rest(mosquitto: Mosquitto, 
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0, log.read_text()
-        check_delivery(received, made)
+        duplicates = check_delivery(received, made)
+        print(f"sigkill: {left} of {total} unsent at the kill, {len(received)} received, {duplicates} duplicates")
         with Store.from_settings(settings) as store:
             assert store.outbox_stats()["pending"] == 0
     finally:
