@@ -696,6 +696,10 @@ class FrameGrabber:
     def next_frame(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
         """The newest frame with ``seq > after_seq``, waiting up to ``timeout`` (None: forever, until close)."""
         with self._cond:
+            if self._frame is not None and self._frame.seq <= after_seq and not self._taken:
+                # The caller already has this frame (e.g. from latest()): let the next one come.
+                self._taken = True
+                self._cond.notify_all()
             self._cond.wait_for(
                 lambda: self._stop.is_set() or (self._frame is not None and self._frame.seq > after_seq),
                 timeout,

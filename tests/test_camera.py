@@ -88,6 +88,7 @@ class Watched:
         self.opens = 0
         self.open_failures: list[float] = []  # monotonic times of failed opens
         self.read_failures = 0
+        self.frames_read = 0
         self.lossless = getattr(inner, "lossless", False)
 
     @property
@@ -113,12 +114,17 @@ class Watched:
 
     def read(self, timeout: float):
         try:
-            return self.inner.read(timeout)
+            got = self.inner.read(timeout)
         except Exception:
             with self.cond:
                 self.read_failures += 1
                 self.cond.notify_all()
             raise
+        if got is not None:
+            with self.cond:
+                self.frames_read += 1
+                self.cond.notify_all()
+        return got
 
     def close(self) -> None:
         self.inner.close()
@@ -580,3 +586,17 @@ def test_from_config(tmp_path: Path) -> None:
     assert not grabber.lossless
     folder_lane = lane.model_copy(update={"camera": f"dir:{tmp_path}"})
     assert FrameGrabber.from_config(folder_lane).lossless
+
+
+def test_asking_past_a_peeked_snapshot_releases_the_next_one(tmp_path: Path) -> None:
+    """A consumer that saw a snapshot only through latest() and asks for newer ones does not stall the folder."""
+    folder = tmp_path / "cam"
+    source = Watched(WatchFolderSource(folder=folder))
+    drop(folder, "p0.png", scene(0))
+    with FrameGrabber(source=source, lane="l") as grabber:
+        source.wait(lambda: source.frames_read >= 1)
+        peeked = grabber.latest()  # never handed out by next_frame
+        assert peeked is not None and peeked.path.name == "p0.png"
+        drop(folder, "p1.png", scene(1))
+        after = grabber.next_frame(peeked.seq, timeout=WAIT)
+    assert after is not None and after.path.name == "p1.png"
