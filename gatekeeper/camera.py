@@ -357,15 +357,16 @@ class _Seen:
     size: int
     mtime_ns: int
     since: float  # monotonic time this size/mtime was first seen
+    undecodable: bool = False  # tried once at this size/mtime and it did not decode
 
 
 class WatchFolderSource:
     """Snapshots uploaded into a folder, one file per frame, oldest first.
 
     A file is taken once it looks complete: the JPEG end marker or the PNG ``IEND`` chunk is
-    there and its size has not changed for ``settle_s``. A file without the end marker is
-    given ``reject_after_s`` of unchanged size (a stalled upload may still resume) before it
-    is decoded anyway. Read files go to ``processed/`` (newest ``keep_processed`` kept), files
+    there, its size has not changed for ``settle_s`` and it decodes. A file without the end
+    marker, or one that does not decode, is given ``reject_after_s`` of unchanged size (a
+    stalled upload may still resume) before it is decoded once more and rejected if it fails. Read files go to ``processed/`` (newest ``keep_processed`` kept), files
     that do not decode to ``rejected/`` (newest ``keep_rejected`` kept), so a restart never
     reads a file twice and nothing is deleted unseen. Dotfiles and ``*.part``/``*.tmp`` names
     are uploads in progress and are left alone.
@@ -378,7 +379,7 @@ class WatchFolderSource:
         *,
         folder: Path,
         poll_s: float = 0.05,
-        settle_s: float = 0.1,
+        settle_s: float = 0.05,
         reject_after_s: float = 3.0,
         keep_processed: int = 500,
         keep_rejected: int = 100,
@@ -487,6 +488,8 @@ class WatchFolderSource:
                 stable_for = max(now - seen.since, time.time() - st.st_mtime_ns / 1e9)
             if st.st_size == 0 or stable_for < self.settle_s:
                 continue
+            if self._seen[name].undecodable and stable_for < self.reject_after_s:
+                continue  # failed once at this size: wait for more bytes or for the verdict
             got = self._try_file(self.folder / name, st, stable_for)
             if got is not None:
                 return got
@@ -507,6 +510,12 @@ class WatchFolderSource:
             return None  # an upload in progress (or stalled): give it time
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None or not image.size:
+            if stable_for < self.reject_after_s:
+                # An end marker can also close an embedded thumbnail: maybe more bytes are coming.
+                seen = self._seen.get(path.name)
+                if seen is not None:
+                    seen.undecodable = True
+                return None
             self._reject(path, "not a decodable JPEG/PNG" if complete else "truncated or not an image")
             return None
         dest = self._move(path, self.processed_dir)

@@ -281,10 +281,19 @@ def test_corrupt_file_is_rejected_and_the_next_good_one_arrives(tmp_path: Path) 
     # JPEG start and end markers around garbage: looks complete, does not decode
     (folder / "bad.jpg").write_bytes(b"\xff\xd8" + os.urandom(2000) + b"\xff\xd9")
     drop(folder, "good.png", scene(3))
-    with FrameGrabber(source=f"dir:{folder}", lane="l") as grabber:
-        frame = grabber.next_frame(timeout=WAIT)
+    source = WatchFolderSource(folder=folder, reject_after_s=0.3)
+    grabber = FrameGrabber(source=source, lane="l")
+    rejected = threading.Event()
+    count_it = source.on_error  # the grabber's error counter, installed by the grabber
+    source.on_error = lambda message: (count_it(message), rejected.set())
+    with grabber:
+        frame = grabber.next_frame(timeout=WAIT)  # the bad file does not hold up the good one
+        assert frame is not None and frame.path.name == "good.png"
+        assert rejected.wait(WAIT)
         health = grabber.health()
-    assert frame is not None and frame.path.name == "good.png"
+        drop(folder, "next.png", scene(4))
+        following = grabber.next_frame(frame.seq, timeout=WAIT)
+    assert following is not None and following.path.name == "next.png"
     assert (folder / "rejected" / "bad.jpg").is_file()
     assert not (folder / "bad.jpg").exists()
     assert health.errors == 1 and "bad.jpg" in (health.last_error or "")
