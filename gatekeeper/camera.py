@@ -486,7 +486,11 @@ class WatchFolderSource:
                 stable_for = age
             else:
                 stable_for = max(now - seen.since, time.time() - st.st_mtime_ns / 1e9)
-            if st.st_size == 0 or stable_for < self.settle_s:
+            if stable_for < self.settle_s:
+                continue
+            if st.st_size == 0:
+                if stable_for >= self.reject_after_s:
+                    self._reject(self.folder / name, "empty file")  # an upload that never started
                 continue
             if self._seen[name].undecodable and stable_for < self.reject_after_s:
                 continue  # failed once at this size: wait for more bytes or for the verdict

@@ -314,6 +314,12 @@ def test_unterminated_garbage_is_rejected_after_the_grace_time(tmp_path: Path) -
     assert rejected.is_set()
     assert (folder / "rejected" / "noise.jpg").is_file()
     assert source.rejected == 1
+    rejected.clear()
+    (folder / "empty.png").touch()  # an upload that never got going
+    deadline = time.monotonic() + WAIT
+    while not rejected.is_set() and time.monotonic() < deadline:
+        assert source.read(0.05) is None
+    assert (folder / "rejected" / "empty.png").is_file() and source.rejected == 2
     drop(folder, "after.png", scene(1))
     got = source.read(WAIT)
     assert got is not None and got[1] == folder / "processed" / "after.png"
