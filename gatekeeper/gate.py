@@ -433,17 +433,16 @@ class Barrier:
         self._cancel("close")
         self._cancel("timeout")
         assert self._relay is not None
+        # Energised here, synchronously: a caller (and the latency benchmark) may rely on the
+        # coil being driven when open() returns. gpiozero's blink() would do it on a new thread.
+        self._relay.on()
         if self.relay_mode == "pulse":
-            self._relay.blink(on_time=self.pulse_time, off_time=0, n=1, background=True)
-        else:
-            self._relay.on()
-        self._set_state(GateState.OPENING)
-        self._emit("opening", why)
+            self._schedule("pulse", self.pulse_time, self._relay.off)
+        self._set_state(GateState.OPENING, "opening", why)
         self._schedule("open", self.open_time, self._on_risen)
 
     def _on_risen(self) -> None:
-        self._set_state(GateState.OPEN)
-        self._emit("opened", "barrier up")
+        self._set_state(GateState.OPEN, "opened", "barrier up")
         self._schedule("timeout", self.close_timeout, self._on_timeout)
         self._retry_close()  # a vehicle may have passed or backed away while it rose
 
@@ -473,21 +472,21 @@ class Barrier:
         assert self._relay is not None
         if self.relay_mode == "hold":
             self._relay.off()
-        self._set_state(GateState.CLOSING)
-        self._emit("closing", reason)
+        self._set_state(GateState.CLOSING, "closing", reason)
         log.info("lane %s: barrier closing (%s)", self.lane, reason)
         self._schedule("close", self.close_time, self._on_lowered)
 
     def _on_lowered(self) -> None:
-        self._set_state(GateState.CLOSED)
         self._authorised = 0
         self._passes = 0
         self._occupant = None
         self._close_reason = None
-        self._emit("closed", "barrier down")
+        self._set_state(GateState.CLOSED, "closed", "barrier down")
 
-    def _set_state(self, state: GateState) -> None:
+    def _set_state(self, state: GateState, kind: GateEventKind, detail: str) -> None:
+        """Change state and tell listeners: the event is delivered before waiters on this state wake."""
         self._state = state
+        self._emit(kind, detail)
         self._queue.put(("state", state))
         self._changed.notify_all()
 

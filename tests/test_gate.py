@@ -389,7 +389,7 @@ def test_wait_for_state_returns_only_after_listeners_heard(make_lane: Callable[.
     delivered: list[str] = []
 
     def slow_listener(event: GateEvent) -> None:
-        if event.kind == "passed":
+        if event.kind in ("passed", "closed"):
             threading.Event().wait(0.2)  # a slow SQLite write, say
         delivered.append(event.kind)
 
