@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Iterable, Literal, Sequence
 
@@ -110,8 +110,7 @@ def stay_fee(entry_at: datetime, now: datetime, tariff: Tariff) -> int:
     Times must be timezone-aware: the difference is real elapsed time, so a stay
     across midnight or a DST change costs what its real duration costs.
     """
-    _require_aware(entry_at, now)
-    elapsed = now - entry_at
+    elapsed = _elapsed(entry_at, now)
     if elapsed <= timedelta(minutes=tariff.free_minutes):
         return 0
     return _charge(elapsed, tariff)
@@ -127,16 +126,21 @@ def fee_due(session: "SessionView", now: datetime, tariff: Tariff) -> int:
     if session.status == "open":
         return stay_fee(session.entry_at, now, tariff)
     if session.status == "paid" and session.paid_at is not None:
-        grace_end = session.paid_at + tariff.grace
-        _require_aware(grace_end, now)
-        return 0 if now <= grace_end else _charge(now - grace_end, tariff)
+        overstay = _elapsed(session.paid_at + tariff.grace, now)
+        return 0 if overstay <= timedelta(0) else _charge(overstay, tariff)
     return 0
 
 
-def _require_aware(*moments: datetime) -> None:
-    for moment in moments:
+def _elapsed(start: datetime, end: datetime) -> timedelta:
+    """Real time between two instants.
+
+    Python subtracts two datetimes sharing one tzinfo as wall-clock times, which
+    is wrong across a DST change; converting to UTC first gives real time.
+    """
+    for moment in (start, end):
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise ValueError(f"naive datetime {moment.isoformat()} (times must carry a time zone)")
+    return end.astimezone(UTC) - start.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------- inputs

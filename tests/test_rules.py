@@ -1,0 +1,253 @@
+"""The pure lane core: fees, grace, matching, capacity, anti-passback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gatekeeper.rules import (
+    Action,
+    ListEntry,
+    LotState,
+    Policy,
+    Reason,
+    Reservation,
+    SessionView,
+    Tariff,
+    decide_entry,
+    decide_exit,
+    fee_due,
+    format_money,
+    match_session,
+    normalise_plate,
+    plate_distance,
+    stay_fee,
+)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T = Tariff(free_minutes=15, interval_minutes=60, rate=250, daily_max=2000, grace_minutes=15)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)
+
+
+def session(id: int, plate: str, *, entered: datetime = NOW - timedelta(hours=2), status: str = "open",
+            paid_at: datetime | None = None) -> SessionView:
+    return SessionView(id=id, plate=plate, entry_at=entered, status=status, paid_at=paid_at)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- fees
+
+
+@pytest.mark.parametrize(
+    "entry, leave, expected",
+    [
+        # within the free minutes: nothing
+        (local(2026, 11, 23, 10, 0), local(2026, 11, 23, 10, 15), 0),
+        # just past the free minutes: the first started hour, counted from entry
+        (local(2026, 11, 23, 10, 0), local(2026, 11, 23, 10, 16), 250),
+        (local(2026, 11, 23, 10, 0), local(2026, 11, 23, 11, 0), 250),
+        (local(2026, 11, 23, 10, 0), local(2026, 11, 23, 11, 0, 1), 500),
+        # across midnight: one continuous stay, not two half-days
+        (local(2026, 11, 23, 23, 30), local(2026, 11, 24, 0, 30), 250),
+        (local(2026, 11, 23, 22, 0), local(2026, 11, 24, 1, 0), 750),
+        # daily maximum caps a long day
+        (local(2026, 11, 23, 8, 0), local(2026, 11, 23, 20, 0), 2000),
+        # several days: each full 24 h at the daily max plus the rest
+        (local(2026, 11, 20, 10, 0), local(2026, 11, 23, 10, 0), 6000),
+        (local(2026, 11, 20, 10, 0), local(2026, 11, 23, 12, 30), 6750),
+        (local(2026, 11, 20, 10, 0), local(2026, 11, 23, 23, 0), 8000),
+        # DST spring forward (Berlin, 29 Mar 2026 02:00 -> 03:00): 01:30 -> 03:30 is one real hour
+        (local(2026, 3, 29, 1, 30), local(2026, 3, 29, 3, 30), 250),
+        # DST fall back (25 Oct 2026 03:00 -> 02:00): 01:30 -> 03:30 wall clock is three real hours
+        (local(2026, 10, 25, 1, 30), local(2026, 10, 25, 3, 30), 750),
+    ],
+)
+def test_stay_fee(entry: datetime, leave: datetime, expected: int) -> None:
+    assert stay_fee(entry, leave, T) == expected
+
+
+def test_fee_without_daily_max_and_in_other_intervals() -> None:
+    t = Tariff(free_minutes=0, interval_minutes=30, rate=100, daily_max=0)
+    assert stay_fee(NOW, NOW + timedelta(hours=30), t) == 60 * 100
+    assert stay_fee(NOW, NOW + timedelta(minutes=1), t) == 100
+
+
+def test_fee_is_integer_money_and_refuses_naive_times() -> None:
+    assert isinstance(stay_fee(NOW, NOW + timedelta(hours=5), T), int)
+    with pytest.raises(ValueError, match="naive"):
+        stay_fee(datetime(2026, 1, 1), datetime(2026, 1, 1, 2), T)
+
+
+@pytest.mark.parametrize("field, value", [("rate", 2.5), ("rate", -1), ("interval_minutes", 0), ("daily_max", "20")])
+def test_tariff_rejects_non_integer_money(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        Tariff(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "minor, currency, digits, text",
+    [(450, "EUR", 2, "4.50 EUR"), (5, "USD", 2, "0.05 USD"), (1200, "JPY", 0, "1200 JPY"), (12345, "BHD", 3, "12.345 BHD")],
+)
+def test_format_money(minor: int, currency: str, digits: int, text: str) -> None:
+    assert format_money(minor, currency, digits) == text
+
+
+# --------------------------------------------------------------------------- grace
+
+
+@pytest.mark.parametrize(
+    "minutes_after_payment, due",
+    [(0, 0), (15, 0), (16, 250), (75, 250), (76, 500), (15 + 24 * 60, 2000)],
+)
+def test_paid_session_grace_then_fee_runs_again_from_grace_end(minutes_after_payment: int, due: int) -> None:
+    paid_at = NOW - timedelta(hours=1)
+    s = session(1, "AB123", entered=NOW - timedelta(hours=5), status="paid", paid_at=paid_at)
+    assert fee_due(s, paid_at + timedelta(minutes=minutes_after_payment), T) == due
+
+
+def test_exit_grace_expired_says_so_and_asks_for_the_new_fee() -> None:
+    paid_at = NOW - timedelta(minutes=40)
+    s = session(7, "AB123", status="paid", paid_at=paid_at)
+    d = decide_exit("AB123", now=NOW, sessions=[s], tariff=T)
+    assert (d.open, d.reason, d.fee_due) == (False, Reason.GRACE_EXPIRED, 250)
+    assert d.message == "Grace expired - please pay 2.50 EUR"
+
+
+# --------------------------------------------------------------------------- matching
+
+
+@pytest.mark.parametrize(
+    "a, b, distance",
+    [
+        ("AB123", "AB123", 0),
+        ("AB-123", "ab 123", 0),
+        ("AB1Z3", "AB123", 0.25),  # 2/Z
+        ("O8I5", "0B15", 0.75),  # O/0, 8/B, I/1
+        ("AB123", "AB124", 1),
+        ("AB123", "AB1234", 1),
+        ("AB123", "XY987", 5),
+    ],
+)
+def test_plate_distance(a: str, b: str, distance: float) -> None:
+    assert plate_distance(a, b) == pytest.approx(distance)
+
+
+def test_normalise_plate() -> None:
+    assert normalise_plate(" ab-12 cd·3 ") == "AB12CD3"
+
+
+@pytest.mark.parametrize(
+    "read, plates, expected_id, n_candidates",
+    [
+        ("KA1234", ["KA1234", "KA1235"], 1, 1),  # exact wins over a near neighbour
+        ("KAI234", ["KA1234", "MX9999"], 1, 1),  # look-alike
+        ("KA12345", ["KA1234", "MX9999"], 1, 1),  # one insertion
+        ("KA1239", ["KA1234", "KA1235"], None, 2),  # two equally near: ambiguous
+        ("KA1Z34", ["KA1234", "KA1734"], 1, 2),  # look-alike beats a full substitution
+        ("ZZ0000", ["KA1234"], None, 0),  # nothing near
+    ],
+)
+def test_match_session(read: str, plates: list[str], expected_id: int | None, n_candidates: int) -> None:
+    sessions = [session(i, p) for i, p in enumerate(plates, 1)]
+    match, candidates = match_session(read, sessions, max_distance=1.0)
+    assert (match.session.id if match else None) == expected_id
+    assert len(candidates) == n_candidates
+
+
+def test_closed_sessions_are_never_matched() -> None:
+    match, _ = match_session("KA1234", [session(1, "KA1234", status="closed")])
+    assert match is None
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def lot(capacity: int, *plates: str) -> LotState:
+    return LotState(capacity=capacity, sessions=tuple(session(i, p) for i, p in enumerate(plates, 1)))
+
+
+def test_entry_opens_and_starts_a_session_when_there_is_space() -> None:
+    d = decide_entry("b-xy 42", now=NOW, lot=lot(2, "AAA1"))
+    assert (d.open, d.action, d.plate, d.message) == (True, Action.START_SESSION, "BXY42", "Welcome")
+
+
+def test_full_lot_stays_shut() -> None:
+    d = decide_entry("BXY42", now=NOW, lot=lot(2, "AAA1", "AAA2"))
+    assert (d.open, d.reason, d.message, d.action) == (False, Reason.FULL, "Parking full", Action.NONE)
+
+
+def test_reservation_enters_a_full_lot_only_inside_its_window() -> None:
+    full = lot(1, "AAA1")
+    r = Reservation("r-1", "BXY42", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    d = decide_entry("BXY42", now=NOW, lot=full, reservations=[r])
+    assert (d.open, d.reason, d.reservation_id) == (True, Reason.ENTRY_RESERVED, "r-1")
+    late = decide_entry("BXY42", now=NOW + timedelta(hours=2), lot=full, reservations=[r])
+    assert (late.open, late.reason) == (False, Reason.FULL)
+
+
+def test_allow_list_passes_a_full_lot_and_deny_list_never_enters() -> None:
+    full = lot(1, "AAA1")
+    allow = ListEntry("BXY42", "allow")
+    assert decide_entry("BXY42", now=NOW, lot=full, lists=[allow]).reason == Reason.ENTRY_ALLOWED
+    deny = ListEntry("BXY42", "deny", valid_until=NOW + timedelta(days=1))
+    d = decide_entry("BXY42", now=NOW, lot=lot(10), lists=[deny, allow])
+    assert (d.open, d.reason, d.message) == (False, Reason.DENY_LIST, "Access denied")
+    expired = ListEntry("BXY42", "deny", valid_until=NOW - timedelta(seconds=1))
+    assert decide_entry("BXY42", now=NOW, lot=lot(10), lists=[expired]).open
+
+
+@pytest.mark.parametrize(
+    "policy, open_, reason, action",
+    [
+        ("deny", False, Reason.ALREADY_INSIDE, Action.NONE),
+        ("reuse", True, Reason.REENTRY, Action.REUSE_SESSION),
+    ],
+)
+def test_anti_passback(policy: str, open_: bool, reason: Reason, action: Action) -> None:
+    d = decide_entry("AAA1", now=NOW, lot=lot(10, "AAA1"), policy=Policy(anti_passback=policy))  # type: ignore[arg-type]
+    assert (d.open, d.reason, d.action, d.session_id) == (open_, reason, action, 1)
+
+
+def test_empty_read_is_not_a_plate() -> None:
+    assert decide_entry(" - ", now=NOW, lot=lot(10)).reason == Reason.NO_PLATE
+    assert decide_exit("", now=NOW, sessions=[], tariff=T).reason == Reason.NO_PLATE
+
+
+# --------------------------------------------------------------------------- exit
+
+
+def test_exit_unpaid_asks_for_the_fee_and_never_opens() -> None:
+    d = decide_exit("KA1234", now=NOW, sessions=[session(3, "KA1234")], tariff=T)
+    assert (d.open, d.reason, d.fee_due, d.session_id) == (False, Reason.UNPAID, 500, 3)
+    assert d.message == "Please pay 5.00 EUR"
+
+
+def test_exit_paid_within_grace_opens_and_closes_the_session() -> None:
+    s = session(3, "KA1234", status="paid", paid_at=NOW - timedelta(minutes=10))
+    d = decide_exit("KAI234", now=NOW, sessions=[s], tariff=T)
+    assert (d.open, d.reason, d.action, d.session_id, d.message) == (True, Reason.PAID, Action.CLOSE_SESSION, 3, "Goodbye")
+    assert d.plate == "KA1234" and d.match_distance == pytest.approx(0.25)
+
+
+def test_exit_within_free_minutes_opens() -> None:
+    s = session(3, "KA1234", entered=NOW - timedelta(minutes=10))
+    d = decide_exit("KA1234", now=NOW, sessions=[s], tariff=T)
+    assert (d.open, d.reason) == (True, Reason.FREE_STAY)
+
+
+def test_exit_no_entry_record() -> None:
+    d = decide_exit("ZZ9999", now=NOW, sessions=[session(1, "KA1234")], tariff=T)
+    assert (d.open, d.reason, d.message) == (False, Reason.NO_ENTRY_RECORD, "No entry record")
+
+
+def test_exit_ambiguous_stays_shut_and_lists_candidates() -> None:
+    paid = dict(status="paid", paid_at=NOW - timedelta(minutes=5))
+    d = decide_exit("KA1239", now=NOW, sessions=[session(1, "KA1234", **paid), session(2, "KA1235", **paid)], tariff=T)
+    assert (d.open, d.reason, d.message) == (False, Reason.AMBIGUOUS, "Please see attendant")
+    assert set(d.candidates) == {"KA1234", "KA1235"}
+    assert "#1 KA1234" in d.detail and "#2 KA1235" in d.detail
