@@ -70,6 +70,14 @@ class LaneConfig(Section):
         "a video file path (file:PATH), or a watch folder (dir:PATH)"
     )
     camera_loop: bool = False
+
+    @field_validator("camera")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from gatekeeper.camera import parse_spec  # camera pulls in OpenCV: only when lanes are configured
+
+        parse_spec(value)
+        return value
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height of the plate region")
     relay_pin: PinSpec = Field(description="GPIO driving the barrier relay, e.g. 17 or 'GPIO17'")
     relay_active_high: bool = True

@@ -746,6 +746,11 @@ class Store:
             )
             return cur.rowcount == 1
 
+    def prune_inbound(self, *, before: datetime) -> int:
+        """Forget command ids older than any command could still be accepted (its clock-skew window)."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM inbound WHERE at < ?", (to_iso(before),)).rowcount
+
     # -- uploads -------------------------------------------------------------------
 
     def uploads_due(self, *, now: datetime | None = None, limit: int = 20) -> list[dict[str, Any]]:
