@@ -1,0 +1,198 @@
+"""The technician's CLI and the configuration, through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.config import ConfigError, load_settings, read_secret
+from gatekeeper.rules import decide_entry
+from gatekeeper.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gk(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
+       stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "gatekeeper.cli"]
+    if config:
+        cmd += ["--config", str(config)]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    full_env.update(env or {})
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env, input=stdin, timeout=60)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[site]\nlot_id = "test-lot"\ncapacity = 5\ntimezone = "Europe/Berlin"\n'
+        '[storage]\ndata_dir = "data"\n[mqtt]\nenabled = false\n'
+    )
+    return path
+
+
+def seed(config: Path, *plates: str, hours_ago: float = 2) -> None:
+    settings = load_settings(config)
+    with Store.from_settings(settings) as store:
+        at = datetime.now(UTC) - timedelta(hours=hours_ago)
+        for plate in plates:
+            d = decide_entry(plate, now=at, lot=store.lot_state())
+            store.record_decision(d, lane="entry-1", direction="entry", plate_read=plate, photo="/p/x.jpg", now=at)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_repository_config_is_valid_and_describes_a_simulated_lot() -> None:
+    settings = load_settings(REPO / "config.toml")
+    assert [(l.id, l.direction) for l in settings.lanes] == [("entry-1", "entry"), ("exit-1", "exit")]
+    assert settings.hardware.pin_factory == "mock"
+    assert all(l.camera.startswith("dir:") for l in settings.lanes)
+
+
+def test_help_and_config_check_succeed() -> None:
+    assert gk("--help").returncode == 0
+    result = gk("config", "check", config=REPO / "config.toml")
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout and "[tariff]" in result.stdout
+
+
+def test_misspelt_key_fails_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tariff]\ngrace_minuts = 10\n[[lanes]]\nid = "e"\ndirection = "sideways"\ncamera = "0"\nrelay_pin = 4\n')
+    result = gk("config", "check", config=bad)
+    assert result.returncode == 2
+    assert "tariff.grace_minuts: unknown key" in result.stderr
+    assert "lanes.0.direction" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "toml, key",
+    [
+        ('[site]\ncapacity = -1\n', "site.capacity"),
+        ('[site]\ntimezone = "Mars/Olympus"\n', "site.timezone"),
+        ('[mqtt]\nport = "eighty"\n', "mqtt.port"),
+        ("[site\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_are_reported_with_their_path(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(path)
+
+
+def test_environment_overrides_file_and_secrets_stay_out_of_files(tmp_path: Path, config: Path) -> None:
+    result = gk("config", "check", "--json", config=config,
+                env={"GATEKEEPER_MQTT__HOST": "broker.lan", "GATEKEEPER_MQTT__HMAC_SECRET": "s3cret"})
+    data = json.loads(result.stdout)
+    assert data["mqtt"]["host"] == "broker.lan"
+    assert data["mqtt"]["hmac_secret"] == "********" and "s3cret" not in result.stdout
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('[cloud]\ntoken = "abc"\n')
+    result = gk("config", "check", config=leaky)
+    assert result.returncode == 2 and "cloud.token: secrets may not be written" in result.stderr
+
+
+def test_secret_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    assert read_secret(None, secret, "x") == "from-file"
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        read_secret(None, tmp_path / "missing", "mqtt.hmac_secret")
+
+
+def test_missing_config_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = gk("status", config=tmp_path / "nope.toml")
+    assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_status_and_sessions_list(config: Path) -> None:
+    seed(config, "AB123", "CD456")
+    status = json.loads(gk("status", "--json", config=config).stdout)
+    assert status["occupancy"] == {"capacity": 5, "occupied": 2, "free": 3}
+    assert status["outbox"]["pending"] == 4  # two entries, two occupancy updates
+    assert status["daemon"] is None
+    text = gk("status", config=config).stdout
+    assert "2/5 occupied" in text and "AB123" in text
+    rows = json.loads(gk("sessions", "list", "--json", config=config).stdout)
+    assert {r["plate"] for r in rows} == {"AB123", "CD456"}
+    assert "CD456" not in gk("sessions", "list", "--plate", "ab-123", config=config).stdout
+
+
+def test_show_fee_pay_then_fee_is_zero(config: Path) -> None:
+    seed(config, "AB123", hours_ago=2.5)
+    show = json.loads(gk("sessions", "show", "1", "--json", config=config).stdout)
+    assert show["photo"] == "/p/x.jpg" and show["fee_due_now"] == 750
+    assert "7.50 EUR due now" in gk("fee", "AB123", config=config).stdout
+    assert "7.50 EUR due now" in gk("fee", "1", config=config).stdout
+    paid = gk("sessions", "pay", "1", "--reference", "desk-7", config=config)
+    assert paid.returncode == 0 and "marked paid: 7.50 EUR" in paid.stdout
+    assert "0.00 EUR due now" in gk("fee", "AB123", config=config).stdout
+    events = [json.loads(l) for l in gk("events", "--json", config=config).stdout.splitlines()]
+    assert events[-1]["kind"] == "paid" and json.loads(events[-1]["data"])["by"] == "technician"
+    outbox = json.loads(gk("outbox", "--json", config=config).stdout)
+    assert "events/paid" in [r["topic"] for r in outbox["rows"]]
+
+
+def test_edit_and_delete(config: Path) -> None:
+    seed(config, "AB123")
+    assert "AB123 -> AB128" in gk("sessions", "edit", "1", "--plate", "AB-128", config=config).stdout
+    refused = gk("sessions", "delete", "1", config=config)
+    assert refused.returncode == 1 and "open and unpaid" in refused.stderr
+    gk("sessions", "pay", "1", "--amount", "0", config=config)
+    assert gk("sessions", "delete", "1", config=config).returncode == 0
+    assert json.loads(gk("sessions", "list", "--all", "--json", config=config).stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("sessions", "show", "99"), "no session 99"),
+        (("sessions", "pay", "99"), "no session 99"),
+        (("sessions", "edit", "99", "--plate", "X"), "no session 99"),
+        (("fee", "ZZ999"), "no open session"),
+        (("history", "--since", "yesterday"), "is not a date"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(config: Path, args: tuple[str, ...], message: str) -> None:
+    result = gk(*args, config=config)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_history_and_events_tail(config: Path) -> None:
+    seed(config, "AB123", "CD456", "AB123X")
+    today = datetime.now(UTC).date().isoformat()
+    rows = json.loads(gk("history", "--plate", "AB123", "--since", "2000-01-01", "--json", config=config).stdout)
+    assert [r["plate"] for r in rows] == ["AB123"]
+    assert json.loads(gk("history", "--since", "2999-01-01", "--json", config=config).stdout) == []
+    assert len(json.loads(gk("history", "--since", today, "--json", config=config).stdout)) in (0, 3)
+    tail = gk("events", "--tail", "2", "--json", config=config).stdout.splitlines()
+    assert [json.loads(l)["plate"] for l in tail] == ["CD456", "AB123X"]
+
+
+def test_events_follow_prints_new_events(config: Path) -> None:
+    seed(config, "AB123")
+    cmd = [sys.executable, "-m", "gatekeeper.cli", "--config", str(config), "events", "--follow", "--json",
+           "--interval", "0.05"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["plate"] == "AB123"
+        seed(config, "NEW1")
+        assert json.loads(proc.stdout.readline())["plate"] == "NEW1"
+    finally:
+        proc.kill()
+        proc.wait()
