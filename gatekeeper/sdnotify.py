@@ -50,8 +50,15 @@ class SystemdNotifier:
         with self._lock:
             try:
                 if self._sock is None:
-                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # Non-blocking: a service manager that stopped reading must never stall the
+                    # main loop (a full datagram queue would block sendto forever).
+                    self._sock = socket.socket(
+                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                    )
                 self._sock.sendto(message, self.address)
+            except BlockingIOError:
+                log.debug("systemd notify queue full; dropped %r", message)
+                return False
             except OSError as exc:
                 # systemd gone or socket unreachable: the service keeps running; say it once.
                 if not self._warned:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -34,22 +35,35 @@ READY_TIMEOUT_S = 240.0
 
 
 class FakeSystemd:
-    """The service manager's end of NOTIFY_SOCKET: collects the datagrams."""
+    """The service manager's end of NOTIFY_SOCKET: a thread collects the datagrams, like systemd would."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self._inbox: queue.Queue[str] = queue.Queue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._inbox.put(self.sock.recv(65536).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
 
     def receive(self, timeout: float) -> str | None:
-        self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(65536).decode()
-        except TimeoutError:
+            message = self._inbox.get(timeout=max(0.0, timeout))
+        except queue.Empty:
             return None
-        self.messages.append(data)
-        return data
+        self.messages.append(message)
+        return message
 
     def wait_for(self, line: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -61,11 +75,13 @@ class FakeSystemd:
 
     def drain(self) -> list[str]:
         got = []
-        while (message := self.receive(0.01)) is not None:
+        while (message := self.receive(0.05)) is not None:
             got.append(message)
         return got
 
     def close(self) -> None:
+        self._closing.set()
+        self._thread.join(2)
         self.sock.close()
 
 
@@ -332,3 +348,20 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
     pending = db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
     assert pending >= len([k for k in kinds if k in ("entry", "exit", "passed", "open_manual")])
     db.close()
+
+
+def test_notify_never_blocks_when_systemd_stops_reading(tmp_path: Path) -> None:
+    """A full notify queue drops datagrams instead of stalling the main loop (sendto would block)."""
+    path = tmp_path / "deaf.sock"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(path))
+    try:
+        notifier = SystemdNotifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+        assert notifier.enabled and notifier.watchdog_interval_s == 1.0
+        sent = [notifier.watchdog() for _ in range(200)]  # returns at once, queue or no queue
+        assert sent[0] is True and sent[-1] is False
+        assert deaf.recv(100) == b"WATCHDOG=1"
+        notifier.close()
+    finally:
+        deaf.close()
+    assert SystemdNotifier(environ={}).ready() is False  # outside systemd: a no-op
