@@ -212,10 +212,38 @@ def _row_crop(grey: np.ndarray, row: TextRow, scale: float, *, pad_x: float = 0.
 @dataclass
 class _Candidate:
     row: TextRow
-    crop: np.ndarray
-    box: tuple[int, int, int, int]
-    decoded: Decoded | None = None
-    score: float = -math.inf
+    rank: int
+    votes: dict[str, float] = field(default_factory=dict)
+    best: dict[str, tuple[Decoded, np.ndarray, tuple[int, int, int, int]]] = field(default_factory=dict)
+
+    def add(self, decoded: Decoded, crop: np.ndarray, box: tuple[int, int, int, int]) -> None:
+        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + decoded.confidence
+        held = self.best.get(decoded.plate)
+        if held is None or decoded.confidence > held[0].confidence:
+            self.best[decoded.plate] = (decoded, crop, box)
+
+    @property
+    def leader(self) -> str | None:
+        return max(self.votes, key=lambda k: self.votes[k]) if self.votes else None
+
+    def score(self, views: int) -> float:
+        """Mean confidence of the leading reading over the views read, nudged by geometry rank."""
+        lead = self.leader
+        if lead is None:
+            return -math.inf
+        return self.votes[lead] / views - 0.03 * self.rank
+
+
+def _stretch(grey: np.ndarray) -> np.ndarray:
+    """Contrast stretch between the 5th and 95th percentile: the recogniser likes crisp crops."""
+    lo, hi = np.percentile(grey, (5, 95))
+    return np.clip((grey.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
+
+
+#: Crop paddings (horizontal, vertical; in character heights). The first finds the best
+#: rows; the rest are extra views of the leading rows, whose readings are pooled.
+FIRST_VIEW = (1.0, 0.08)
+EXTRA_VIEWS = ((0.45, 0.22), (1.0, 0.15), (0.7, 0.3))
 
 
 class PlateReader:
@@ -231,7 +259,8 @@ class PlateReader:
         threads: int = 2,
         recognizer: Recognizer | None = None,
         work_size: int = 1280,
-        max_candidates: int = 5,
+        max_candidates: int = 4,
+        refine: int = 2,
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -240,6 +269,7 @@ class PlateReader:
         self._grammar(region)   # unknown region: fail now, not on the first car
         self._work_size = work_size
         self._max_candidates = max_candidates
+        self._refine = refine
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(model_dir=model_dir, threads=threads)
         self.load_seconds = time.perf_counter() - started
@@ -260,6 +290,21 @@ class PlateReader:
             grammar = self._grammars[region] = PlateGrammar.for_region(region, self._formats)
         return grammar
 
+    def _read_views(
+        self,
+        grey: np.ndarray,
+        scale: float,
+        grammar: PlateGrammar,
+        jobs: list[tuple[_Candidate, tuple[float, float]]],
+    ) -> None:
+        assert self._recognizer is not None
+        crops = [_row_crop(grey, cand.row, scale, pad_x=px, pad_y=py) for cand, (px, py) in jobs]
+        views = [_stretch(c) for c, _ in crops]
+        for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
+            decoded = grammar.decode(reduce_probabilities(probs, self._recognizer.alphabet), top=1)
+            if decoded:
+                cand.add(decoded[0], crop, box)
+
     def read(
         self,
         image: np.ndarray,
@@ -279,47 +324,46 @@ class PlateReader:
         if roi is not None:
             rx, ry, rw, rh = roi
             ox, oy = max(0, rx), max(0, ry)
+            full_h, full_w = image.shape[:2]
             image = image[oy: ry + rh, ox: rx + rw]
             if image.size == 0:
-                raise ValueError(f"roi {roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
+                raise ValueError(f"roi {roi} lies outside the {full_w}x{full_h} image")
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         scale = min(1.0, self._work_size / max(grey.shape[:2]))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rows = find_text_rows(work, max_rows=self._max_candidates)
+        candidates = [_Candidate(row, i) for i, row in enumerate(find_text_rows(work, max_rows=self._max_candidates))]
         t1 = time.perf_counter()
-        candidates = []
-        for row in rows:
-            crop, box = _row_crop(grey, row, scale)
-            candidates.append(_Candidate(row, crop, box))
-        t2 = time.perf_counter()
-        best: _Candidate | None = None
         if candidates:
-            matrices = self._recognizer.probabilities([c.crop for c in candidates])
-            for cand, probs in zip(candidates, matrices):
-                decoded = grammar.decode(reduce_probabilities(probs, self._recognizer.alphabet), top=1)
-                if not decoded:
-                    continue
-                cand.decoded = decoded[0]
-                cand.score = decoded[0].confidence
-                if best is None or cand.score > best.score:
-                    best = cand
+            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates])
+        t2 = time.perf_counter()
+        leaders = sorted(candidates, key=lambda c: -c.score(1))[: self._refine]
+        leaders = [c for c in leaders if c.leader is not None]
+        if leaders:
+            self._read_views(grey, scale, grammar, [(c, v) for c in leaders for v in EXTRA_VIEWS])
         t3 = time.perf_counter()
+        views = 1 + len(EXTRA_VIEWS)
+        best = max(leaders, key=lambda c: c.score(views), default=None)
         timings = {
             "find": (t1 - t0) * 1000,
-            "crop": (t2 - t1) * 1000,
-            "recognise": (t3 - t2) * 1000,
+            "recognise": (t2 - t1) * 1000,
+            "refine": (t3 - t2) * 1000,
             "total": (t3 - t0) * 1000,
         }
-        if best is None or best.decoded is None or best.decoded.confidence < self.min_confidence:
+        if best is None or best.leader is None:
             log.debug("no plate (%d candidates, %.0f ms)", len(candidates), timings["total"])
             return None
-        x, y, w, h = best.box
+        plate = best.leader
+        decoded, crop, (x, y, w, h) = best.best[plate]
+        confidence = min(1.0, best.votes[plate] / views)
+        if confidence < self.min_confidence:
+            log.debug("best plate %s below min confidence (%.2f)", plate, confidence)
+            return None
         return PlateRead(
-            text=best.decoded.text,
-            normalised=normalise(best.decoded.plate),
-            confidence=round(best.decoded.confidence, 4),
+            text=decoded.text,
+            normalised=normalise(plate),
+            confidence=round(confidence, 4),
             box=(x + ox, y + oy, w, h),
-            crop=best.crop,
+            crop=crop,
             timings=timings,
             region=region,
         )

@@ -110,8 +110,22 @@ class EasyOcrRecognizer:
     def probabilities(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not crops:
             return []
-        torch = self._torch
         prepared = [self._prepare(c) for c in crops]
+        out: list[np.ndarray | None] = [None] * len(prepared)
+        # Batch crops of similar width only: padding a narrow crop to a wide one wastes convolutions.
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[1])
+        batch: list[int] = []
+        for i in order + [-1]:
+            if batch and (i < 0 or prepared[i].shape[1] > 1.25 * prepared[batch[0]].shape[1]):
+                for j, probs in zip(batch, self._run([prepared[j] for j in batch])):
+                    out[j] = probs
+                batch = []
+            if i >= 0:
+                batch.append(i)
+        return [o for o in out if o is not None]
+
+    def _run(self, prepared: list[np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
         width = max(p.shape[1] for p in prepared)
         batch = np.empty((len(prepared), 1, self.input_height, width), dtype=np.float32)
         for i, p in enumerate(prepared):

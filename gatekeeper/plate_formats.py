@@ -30,7 +30,9 @@ SEPARATORS = " -."
 _NEG = -1e9
 
 #: Log-probability penalty of a fallback layout (trailing ``~``) against a listed one.
-FALLBACK_PENALTY = 2.0
+FALLBACK_PENALTY = 3.0
+#: Log-probability cost of skipping one stretch of non-plate glyphs (emblem, sticker, country strip).
+JUNK_PENALTY = 1.5
 
 
 def _free(lo: int, hi: int) -> list[str]:
@@ -44,7 +46,7 @@ BUILTIN_FORMATS: dict[str, list[str]] = {
     "us": [
         "NLLLNNN",   # California and others
         "LLL-NNNN", "LLL-NNN", "NNN-LLL", "NNN-NNN",
-        "NLL-NNN", "NNLL-NNN", "LL-NNNNN", "LLNLNL", "LLNNNN", "NNNNNNN", "NNNNNN",
+        "NLL-NNN", "NNLL-NNN", "LL-NNNNN", "LLN-LNL", "LL-NNNN", "NNNNNNN", "NNNNNN",
         *_free(2, 8),
     ],
     "eu": [
@@ -137,6 +139,7 @@ class Decoded:
     layout: str
     log_score: float                # best-path log-probability minus layout penalty
     char_confidences: tuple[float, ...]
+    junk: int = 0                   # stretches of non-plate glyphs skipped
 
     @property
     def confidence(self) -> float:
@@ -146,7 +149,13 @@ class Decoded:
 
 
 class PlateGrammar:
-    """The layouts of one region, decoded all at once (vectorised Viterbi over CTC paths)."""
+    """The layouts of one region, decoded all at once (vectorised Viterbi over CTC paths).
+
+    Besides blanks, a path may pass through *junk*: a stretch of glyphs that are
+    not part of the plate (a country strip, a coat of arms or sticker between
+    character groups, a frame edge). Junk is allowed only at the ends and where the
+    layout has a separator, and each visit costs :data:`JUNK_PENALTY`.
+    """
 
     def __init__(self, layouts: Sequence[Layout], *, region: str = "") -> None:
         if not layouts:
@@ -154,13 +163,17 @@ class PlateGrammar:
         self.region = region
         self.layouts = tuple(layouts)
         k = max(l.length for l in layouts)
-        self._kmax = k
         mask = np.full((len(layouts), k, len(PLATE_CHARS)), _NEG, dtype=np.float64)
+        junk = np.full((len(layouts), k + 1), _NEG, dtype=np.float64)
         for p, layout in enumerate(layouts):
             for i, chars in enumerate(layout.allowed):
                 for ch in chars:
                     mask[p, i, PLATE_CHARS.index(ch)] = 0.0
+                if i > 0 and layout.separators[i]:
+                    junk[p, i] = -JUNK_PENALTY
+            junk[p, 0] = junk[p, layout.length] = -JUNK_PENALTY
         self._mask = mask
+        self._junk_cost = junk
         self._lengths = np.array([l.length for l in layouts])
         self._penalty = np.array([l.penalty for l in layouts])
 
@@ -176,30 +189,35 @@ class PlateGrammar:
 
     def decode(self, probs: np.ndarray, *, top: int = 3) -> list[Decoded]:
         """Best reading per layout from a reduced ``(frames, 37)`` matrix, best first."""
+        probs = _collapse_blanks(probs)
         logq = np.log(np.maximum(probs, 1e-12))
-        scores, back = self._viterbi(logq)
+        scores, back, end = self._viterbi(logq)
         order = np.argsort(-scores)
         out: list[Decoded] = []
         seen: set[str] = set()
         for p in order:
             if scores[p] <= _NEG / 2 or len(out) >= top:
                 break
-            plate, confs = self._backtrack(p, back, probs)
+            plate, confs, junk = self._backtrack(int(p), back, end, probs)
             if plate in seen:
                 continue
             seen.add(plate)
             layout = self.layouts[p]
-            out.append(Decoded(plate, layout.display(plate), layout.pattern, float(scores[p]), confs))
+            out.append(Decoded(plate, layout.display(plate), layout.pattern, float(scores[p]), confs, junk))
         return out
 
-    def _viterbi(self, logq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+    def _viterbi(self, logq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]]:
         n_frames = logq.shape[0]
         P, K, C = self._mask.shape
         lb = logq[:, 0]
         lc = logq[:, 1:]
+        lj = lc.max(axis=1)
+        jc = self._junk_cost
         char = np.full((P, K, C), _NEG)
         blank = np.full((P, K + 1), _NEG)   # blank[:, j]: j characters emitted, now in a blank
+        junk = np.full((P, K + 1), _NEG)    # junk[:, j]: j characters emitted, now in junk
         blank[:, 0] = lb[0]
+        junk[:, 0] = jc[:, 0] + lj[0]
         char[:, 0, :] = lc[0] + self._mask[:, 0, :]
         back: list[tuple[np.ndarray, ...]] = []
         cidx = np.arange(C)
@@ -211,60 +229,100 @@ class PlateGrammar:
             second_arg = masked.argmax(axis=2)
             second = np.take_along_axis(masked, second_arg[..., None], axis=2)[..., 0]
             # Entering position k straight from position k-1 (no blank) needs a different character.
-            prev_best = np.full((P, K, C), _NEG)
-            prev_best[:, 1:, :] = np.where(
+            prev_char = np.full((P, K, C), _NEG)
+            prev_char[:, 1:, :] = np.where(
                 cidx[None, None, :] == best_arg[:, :-1, None], second[:, :-1, None], best[:, :-1, None]
             )
-            from_blank = np.broadcast_to(blank[:, :K, None], (P, K, C))
-            stacked = np.stack([char, from_blank, prev_best])                 # (3, P, K, C)
-            src_char = stacked.argmax(axis=0).astype(np.int8)
-            new_char = np.take_along_axis(stacked, src_char[None].astype(np.int64), axis=0)[0]
-            new_char = new_char + lc[t][None, None, :] + self._mask
-            enter_blank = np.full((P, K + 1), _NEG)
-            enter_blank[:, 1:] = best
-            src_blank = (enter_blank > blank).astype(np.int8)
-            new_blank = np.maximum(blank, enter_blank) + lb[t]
-            back.append((src_char, src_blank, best_arg, second_arg))
+            gap = np.maximum(blank[:, :K], junk[:, :K])
+            gap_src = np.where(blank[:, :K] >= junk[:, :K], 1, 3).astype(np.int8)
+            from_gap = np.broadcast_to(gap[:, :, None], (P, K, C))
+            use_prev = prev_char > from_gap
+            src = np.where(use_prev, 2, gap_src[:, :, None]).astype(np.int8)
+            enter = np.where(use_prev, prev_char, from_gap)
+            stay = char >= enter
+            src_char = np.where(stay, 0, src).astype(np.int8)
+            new_char = np.maximum(char, enter) + lc[t][None, None, :] + self._mask
+            after_char = np.full((P, K + 1), _NEG)
+            after_char[:, 1:] = best
+            # blank: stay (0), from the character before (1), from junk (2)
+            cand_b = np.stack([blank, after_char, junk])
+            src_blank = cand_b.argmax(axis=0).astype(np.int8)
+            new_blank = cand_b.max(axis=0) + lb[t]
+            # junk: stay (0), from blank (1), from the character before (2)
+            cand_j = np.stack([junk, blank + jc, after_char + jc])
+            src_junk = cand_j.argmax(axis=0).astype(np.int8)
+            new_junk = cand_j.max(axis=0) + lj[t]
+            back.append((src_char, src_blank, src_junk, best_arg, second_arg))
             char = np.maximum(new_char, _NEG)
-            blank = new_blank
-        lengths = self._lengths
+            blank = np.maximum(new_blank, _NEG)
+            junk = np.maximum(new_junk, _NEG)
         rows = np.arange(P)
-        end_blank = blank[rows, lengths]
+        lengths = self._lengths
         end_char_arg = char[rows, lengths - 1].argmax(axis=1)
-        end_char = char[rows, lengths - 1, end_char_arg]
-        scores = np.maximum(end_blank, end_char) - self._penalty
-        self._end = (end_blank >= end_char, end_char_arg)
-        return scores, back
+        ends = np.stack([blank[rows, lengths], char[rows, lengths - 1, end_char_arg], junk[rows, lengths]])
+        scores = ends.max(axis=0) - self._penalty
+        return scores, back, (ends.argmax(axis=0), end_char_arg)
 
-    def _backtrack(self, p: int, back: list[tuple[np.ndarray, ...]], probs: np.ndarray) -> tuple[str, tuple[float, ...]]:
+    def _backtrack(
+        self, p: int, back: list[tuple[np.ndarray, ...]], end: tuple[np.ndarray, ...], probs: np.ndarray
+    ) -> tuple[str, tuple[float, ...], int]:
         K = int(self._lengths[p])
-        in_blank, end_arg = self._end
-        state: tuple[str, int, int]
-        state = ("b", K, -1) if in_blank[p] else ("c", K - 1, int(end_arg[p]))
+        end_kind, end_arg = end
+        kind = ("b", "c", "j")[int(end_kind[p])]
+        k = K - 1 if kind == "c" else K
+        c = int(end_arg[p]) if kind == "c" else -1
         chars: dict[int, int] = {}
         conf: dict[int, float] = {}
+        junk_visits = 0
         for t in range(len(back), -1, -1):
-            kind, k, c = state
             if kind == "c":
                 chars[k] = c
                 conf[k] = max(conf.get(k, 0.0), float(probs[t, 1 + c]))
             if t == 0:
                 break
-            src_char, src_blank, best_arg, second_arg = back[t - 1]
+            src_char, src_blank, src_junk, best_arg, second_arg = back[t - 1]
             if kind == "c":
                 src = int(src_char[p, k, c])
-                if src == 0:
-                    state = ("c", k, c)
-                elif src == 1:
-                    state = ("b", k, -1)
-                else:
+                if src == 1:
+                    kind = "b"
+                elif src == 3:
+                    kind = "j"
+                elif src == 2:
                     prev = int(best_arg[p, k - 1])
-                    state = ("c", k - 1, prev if prev != c else int(second_arg[p, k - 1]))
+                    k, c = k - 1, (prev if prev != c else int(second_arg[p, k - 1]))
+            elif kind == "b":
+                src = int(src_blank[p, k])
+                if src == 1:
+                    kind, k, c = "c", k - 1, int(best_arg[p, k - 1])
+                elif src == 2:
+                    kind = "j"
             else:
-                if src_blank[p, k]:
-                    state = ("c", k - 1, int(best_arg[p, k - 1]))
+                src = int(src_junk[p, k])
+                if src:
+                    junk_visits += 1
+                if src == 1:
+                    kind = "b"
+                elif src == 2:
+                    kind, k, c = "c", k - 1, int(best_arg[p, k - 1])
+        if kind == "j":
+            junk_visits += 1
         plate = "".join(PLATE_CHARS[chars[i]] for i in range(K) if i in chars)
-        return plate, tuple(conf.get(i, 0.0) for i in range(K))
+        return plate, tuple(conf.get(i, 0.0) for i in range(K)), junk_visits
+
+
+def _collapse_blanks(probs: np.ndarray, sure: float = 0.995) -> np.ndarray:
+    """Merge runs of near-certain blank frames into one frame: same best paths, far fewer steps."""
+    is_blank = probs[:, 0] >= sure
+    if is_blank.sum() < 2:
+        return probs
+    keep = ~is_blank | np.concatenate([[True], ~is_blank[:-1]])
+    # Keep leading/trailing blanks out entirely; a single blank frame stands for each inner run.
+    idx = np.flatnonzero(keep)
+    nz = np.flatnonzero(~is_blank)
+    if len(nz) == 0:
+        return probs[:1]
+    idx = idx[(idx >= max(0, nz[0] - 1)) & (idx <= nz[-1] + 1)]
+    return probs[idx]
 
 
 def reduce_probabilities(probs: np.ndarray, alphabet: str) -> np.ndarray:
