@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
@@ -93,8 +93,9 @@ class _Input:
 
 @dataclass(slots=True)
 class _Timer:
+    """A pending action; the entry's identity tells a fired timer whether it is still current."""
+
     thread: threading.Timer
-    token: object = field(default_factory=object)
 
 
 class Barrier:
