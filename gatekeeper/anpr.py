@@ -272,6 +272,8 @@ class PlateReader:
         self._refine = refine
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(model_dir=model_dir, threads=threads)
+        # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
+        self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
