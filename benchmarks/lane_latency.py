@@ -191,7 +191,9 @@ def lane_latency(workdir: Path, vehicles: int) -> dict[str, Any]:
         kind, outcome = decided.get(timeout=30)
         if outcome is None or outcome.plate != plate:
             misread += 1
-        lane.barrier.wait_for_state("closed", 30)  # the simulated car passes before the next one
+        # The simulated car passes and the boom comes down before the next one arrives.
+        lane.barrier.wait_for_state("open", 30)
+        lane.barrier.wait_for_state("closed", 30)
     daemon.request_stop()
     runner.join(60)
     latencies.sort()
@@ -217,7 +219,7 @@ def main() -> int:
     args = parser.parse_args()
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=os.environ.get("GK_LOG", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
         work = Path(tmp)
         ready = {} if args.skip_ready else time_to_ready(work)

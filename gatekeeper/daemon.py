@@ -484,12 +484,22 @@ class SimulatedTraffic:
             log.info("sim: lane %s has no safety loop; its barrier closes by timeout", lane.id)
             return
 
-        def on_event(event: Any) -> None:
+        def on_gate_event(event: Any) -> None:
             if str(getattr(event, "kind", "")) == "opened":
-                self._schedule(self.enter_after_s, self._drive, lane, True)
-                self._schedule(self.enter_after_s + self.clear_after_s, self._drive, lane, False)
+                self._vehicle_passes(lane)  # the vehicle the barrier rose for
 
-        runner.add_gate_listener(on_event)
+        def on_vehicle(kind: str, outcome: Any) -> None:
+            # Let through while the boom is already up: that vehicle passes too.
+            opened = kind in ("open_manual", "open_remote") or (kind == "decided" and outcome is not None and outcome.open)
+            if opened and str(getattr(runner.barrier.state, "value", runner.barrier.state)) == "open":
+                self._vehicle_passes(lane)
+
+        runner.add_gate_listener(on_gate_event)
+        runner.add_vehicle_listener(on_vehicle)
+
+    def _vehicle_passes(self, lane: LaneConfig) -> None:
+        self._schedule(self.enter_after_s, self._drive, lane, True)
+        self._schedule(self.enter_after_s + self.clear_after_s, self._drive, lane, False)
 
     def _schedule(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         with self._lock:

@@ -349,7 +349,8 @@ class LaneRunner:
         """Call ``listener(kind, outcome)`` after each vehicle the camera saw.
 
         ``kind`` is "decided" (with the outcome), "same_vehicle" (hold-off: no
-        new decision), "no_plate", or "error"; operator arrivals report "decided".
+        new decision), "no_plate", or "error"; operator arrivals report "decided",
+        manual and remote opens "open_manual" / "open_remote" (outcome None).
         """
         self._vehicle_listeners.append(listener)
 
@@ -390,6 +391,7 @@ class LaneRunner:
             self.barrier.open(reason=reason, by=by)
         self.display.show("Please drive through", kind=kind)
         log.info("lane %s: %s by %s (%s)", self.id, kind, by, reason)
+        self._notify(kind, None)
         return event_id
 
     # -- the worker ---------------------------------------------------------------------
