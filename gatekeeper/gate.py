@@ -191,7 +191,6 @@ class Barrier:
         on_arrival: ArrivalCallback | None = None,
     ) -> "Barrier":
         """A barrier wired as ``[[lanes]]`` describes (times there are in ms / s)."""
-        close_time = getattr(lane, "close_time_s", None)
         return cls(
             lane=lane.id,
             relay_pin=lane.relay_pin,
@@ -203,7 +202,7 @@ class Barrier:
             presence_active_high=lane.presence_active_high,
             debounce_time=lane.debounce_ms / 1000,
             open_time=lane.open_time_s,
-            close_time=close_time,
+            close_time=lane.close_time_s,
             close_timeout=lane.close_timeout_s,
             pin_factory=pin_factory,
             on_event=on_event,
