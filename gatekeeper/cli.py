@@ -383,9 +383,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def hoist_config_option(argv: Sequence[str]) -> list[str]:
+    """Accept ``--config PATH`` after the subcommand too (``gatekeeper run --config X``)."""
+    argv = list(argv)
+    front: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            break
+        if argv[i] == "--config" and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            del argv[i : i + 2]
+            continue
+        if argv[i].startswith("--config="):
+            front.append(argv.pop(i))
+            continue
+        i += 1
+    return front + argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_config_option(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2) if args.command != "run" else logging.INFO - 10 * min(args.verbose, 1),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

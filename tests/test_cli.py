@@ -196,3 +196,10 @@ def test_events_follow_prints_new_events(config: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_config_option_may_follow_the_subcommand(config: Path) -> None:
+    seed(config, "AB123")
+    result = gk("sessions", "list", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert [r["plate"] for r in json.loads(result.stdout)] == ["AB123"]
