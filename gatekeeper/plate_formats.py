@@ -171,7 +171,8 @@ class PlateGrammar:
                     mask[p, i, PLATE_CHARS.index(ch)] = 0.0
                 if i > 0 and layout.separators[i]:
                     junk[p, i] = -JUNK_PENALTY
-            junk[p, 0] = junk[p, layout.length] = -JUNK_PENALTY
+            # Ends cost a little more, so a glyph between groups is preferably the junk (an emblem).
+            junk[p, 0] = junk[p, layout.length] = -JUNK_PENALTY - 0.1
         self._mask = mask
         self._junk_cost = junk
         self._lengths = np.array([l.length for l in layouts])

