@@ -350,7 +350,8 @@ class LaneRunner:
 
         ``kind`` is "decided" (with the outcome), "same_vehicle" (hold-off: no
         new decision), "no_plate", or "error"; operator arrivals report "decided",
-        manual and remote opens "open_manual" / "open_remote" (outcome None).
+        manual and remote opens "open_manual" / "open_remote" (outcome None);
+        "not_waiting" for a frame skipped because nobody is on the arrival loop.
         """
         self._vehicle_listeners.append(listener)
 
@@ -441,6 +442,7 @@ class LaneRunner:
                     if vehicle is not None:
                         self._finish(vehicle)
                         vehicle = None
+                    self._notify("not_waiting", None)
                     continue  # nobody waiting: frames are not read
             read = self._read(frame)
             self._beat()

@@ -280,6 +280,14 @@ def lane_status(status: dict[str, Any], lane_id: str) -> dict[str, Any]:
     return next(lane for lane in status["lanes"] if lane["id"] == lane_id)
 
 
+def reloaded_events(tmp_path: Path) -> list[str]:
+    db = sqlite3.connect(tmp_path / "data" / "gatekeeper.db", timeout=5)
+    try:
+        return [row[0] for row in db.execute("SELECT message FROM events WHERE kind = 'reloaded'")]
+    finally:
+        db.close()
+
+
 def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd) -> None:
     control = short_socket_path(tmp_path)
     config = write_sim_config(tmp_path, control)
@@ -319,6 +327,14 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
         assert "opening" in opened.stdout
         refused = cli(config, "arrive", "nope-9", "--plate", "X1")
         assert refused.returncode == 1 and "no lane 'nope-9'" in refused.stderr
+
+        # SIGHUP reloads lists and tariff and says so in an event.
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not reloaded_events(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)  # another process writes the file: poll it
+        assert reloaded_events(tmp_path), "no 'reloaded' event after SIGHUP"
+        assert "0 allow, 0 deny, 0 reservation(s)" in reloaded_events(tmp_path)[0]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -339,7 +355,7 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
     events = db.execute("SELECT kind, lane, reason, plate, data FROM events ORDER BY seq").fetchall()
     kinds = [e[0] for e in events]
     assert kinds[0] == "daemon_started" and kinds[-1] == "daemon_stopped"
-    for expected in ("entry", "passed", "exit", "open_manual"):
+    for expected in ("entry", "passed", "exit", "open_manual", "reloaded"):
         assert expected in kinds, kinds
     manual = next(e for e in events if e[0] == "open_manual")
     assert "delivery van without plate" in manual[4]

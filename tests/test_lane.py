@@ -329,3 +329,40 @@ def test_reader_exception_is_counted_and_the_lane_keeps_going(tmp_path: Path, re
         assert status["running"]
     finally:
         rig.close()
+
+
+def test_arrival_loop_triggers_reading(tmp_path: Path, reader: PlateReader) -> None:
+    """With an arrival loop, frames are read only while a vehicle waits on it."""
+    HookedPin.hooks = {}
+    folder = tmp_path / "cam"
+    lane = lane_config("entry-1", "entry", folder, 17, 27, arrival_pin=5)
+    settings = Settings(
+        site=SiteConfig(capacity=5), lanes=[lane],
+        storage=StorageConfig(data_dir=tmp_path / "data", min_free_mb=0), mqtt=MqttConfig(enabled=False),
+    )
+    store = Store.from_settings(settings)
+    factory = MockFactory()
+    runner = LaneRunner.from_settings(
+        settings, lane, store=store, reader=reader,
+        barrier=Barrier.from_config(lane, pin_factory=factory), grabber=FrameGrabber.from_config(lane),
+    )
+    seen: queue.Queue[tuple[str, LaneOutcome | None]] = queue.Queue()
+    runner.add_vehicle_listener(lambda kind, outcome: seen.put((kind, outcome)))
+    runner.start()
+    try:
+        arrival = factory.pin(5)
+        drop_photo(folder, "passing-traffic", draw_plate_scene("AB123CD"))
+        assert seen.get(timeout=30) == ("not_waiting", None)
+        assert runner.reads == 0 and store.events() == []
+
+        arrival.drive_low()  # active-low loop: a vehicle waits
+        assert runner.barrier.vehicle_waiting
+        drop_photo(folder, "waiting-car", draw_plate_scene("KL456MN"))
+        kind, outcome = seen.get(timeout=DECISION_TIMEOUT_S)
+        assert kind == "decided" and outcome is not None
+        assert (outcome.plate, outcome.open) == ("KL456MN", True)
+        assert [e["plate"] for e in store.events(kinds=["entry"])] == ["KL456MN"]
+    finally:
+        runner.stop(timeout=10)
+        runner.barrier.close()
+        store.close()
