@@ -172,7 +172,7 @@ class PlateGrammar:
                 if i > 0 and layout.separators[i]:
                     junk[p, i] = -JUNK_PENALTY
             # Ends cost a little more, so a glyph between groups is preferably the junk (an emblem).
-            junk[p, 0] = junk[p, layout.length] = -JUNK_PENALTY - 0.1
+            junk[p, 0] = junk[p, layout.length] = -JUNK_PENALTY - 0.01
         self._mask = mask
         self._junk_cost = junk
         self._lengths = np.array([l.length for l in layouts])
