@@ -311,7 +311,7 @@ class Daemon:
                 log.warning("reload: lane settings changed; they take effect after a restart")
             self.settings.tariff = fresh.tariff
             self.settings.rules = fresh.rules
-            _set_default_tariff(self.store, tariff_from_config(self.settings))
+            self.store.set_default_tariff(tariff_from_config(self.settings))
             policy = policy_from_settings(self.settings)
             for runner in self.lanes.values():
                 runner.policy = policy
@@ -452,15 +452,6 @@ class Daemon:
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "lane": runner.id, "decision": outcome.as_dict()}
         return {"ok": False, "error": f"unknown command {cmd!r} (status, open, arrive, reload)"}
-
-
-def _set_default_tariff(store: Store, tariff: Any) -> None:
-    """The config-file tariff the store falls back to when the cloud never sent one."""
-    setter = getattr(store, "set_default_tariff", None)
-    if callable(setter):
-        setter(tariff)
-    else:
-        store._default_tariff = tariff  # no public setter yet (asked the lead for one)
 
 
 class SimulatedTraffic:

@@ -716,10 +716,22 @@ class Store:
             return conn.execute("DELETE FROM reservations WHERE id=?", (reservation_id,)).rowcount > 0
 
     def tariff(self) -> Tariff:
+        """The cloud's tariff when it sent one, else the default (the config file's)."""
         rows = self._rows("SELECT data FROM tariff WHERE id=1")
         if not rows:
-            return self._default_tariff
+            with self._lock:
+                return self._default_tariff
         return Tariff(**json.loads(rows[0]["data"]))
+
+    def set_default_tariff(self, tariff: Tariff) -> None:
+        """Replace the fallback tariff (the config file's, e.g. after a reload); a cloud tariff still wins.
+
+        Not stored: the default comes from the configuration at every start.
+        """
+        if not isinstance(tariff, Tariff):
+            raise TypeError(f"expected a Tariff, got {type(tariff).__name__}")
+        with self._lock:
+            self._default_tariff = tariff
 
     def set_tariff(self, tariff: Tariff, *, by: str = "cloud") -> None:
         now = self.clock()

@@ -24,10 +24,11 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from gatekeeper.config import DaemonConfig, MqttConfig, Settings, SiteConfig, StorageConfig
+from gatekeeper.config import DaemonConfig, MqttConfig, Settings, SiteConfig, StorageConfig, load_settings
 from gatekeeper.control import ControlError, ControlServer, PeerCredentials, request
 from gatekeeper.daemon import Daemon
 from gatekeeper.sdnotify import SystemdNotifier
+from gatekeeper.store import Store
 from tests.test_lane import draw_plate_scene, drop_photo, lane_config
 
 GATEKEEPER = [sys.executable, "-m", "gatekeeper.cli"]
@@ -159,6 +160,22 @@ def test_watchdog_is_fed_only_while_every_lane_is_healthy(tmp_path: Path, system
     systemd.drain()
     assert any("STOPPING=1" in m.splitlines() for m in systemd.messages)
 
+
+
+def test_reload_replaces_the_config_tariff_in_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    base = f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[mqtt]\nenabled = false\n'
+    config.write_text(base + "[tariff]\nrate = 250\n", encoding="utf-8")
+    daemon = Daemon(load_settings(config), notifier=SystemdNotifier(environ={}), control_socket=False)
+    daemon.store = Store.from_settings(daemon.settings)  # reload needs only the store, not the lanes
+    try:
+        assert daemon.store.tariff().rate == 250
+        config.write_text(base + "[tariff]\nrate = 400\n", encoding="utf-8")
+        reply = daemon.reload(by="test")
+        assert reply["ok"] and reply["changed"] == ["tariff"]
+        assert daemon.store.tariff().rate == 400
+    finally:
+        daemon.store.close()
 
 # --------------------------------------------------------------------------- control socket
 

@@ -157,6 +157,18 @@ def test_lists_reservations_and_tariff_round_trip(store: Store) -> None:
     assert (store.tariff().rate, store.tariff().currency) == (300, "CHF")
 
 
+def test_default_tariff_is_replaceable_and_a_cloud_tariff_wins(store: Store) -> None:
+    assert store.tariff() == Tariff()
+    store.set_default_tariff(Tariff(rate=400))  # what the daemon does on SIGHUP
+    assert store.tariff().rate == 400
+    assert not store.events(kinds=["tariff_updated"]) and not store.outbox_pending()  # not an event, not stored
+    store.set_tariff(Tariff(rate=300, currency="CHF"), by="cloud")
+    store.set_default_tariff(Tariff(rate=500))
+    assert (store.tariff().rate, store.tariff().currency) == (300, "CHF")
+    with pytest.raises(TypeError):
+        store.set_default_tariff({"rate": 1})  # type: ignore[arg-type]
+
+
 def test_outbox_rows_are_sent_only_when_marked(store: Store) -> None:
     enter(store, "AB123")
     rows = store.outbox_pending()
