@@ -574,8 +574,9 @@ class LaneRunner:
                     plate_read=plate_read,
                     confidence=confidence,
                     photo=photo,
-                    source=source if source == "camera" else f"operator:{by}",
+                    source=source,
                     upload=self.upload_photos and photo is not None,
+                    data=None if source == "camera" else {"by": by},
                 )
             except StoreError as exc:
                 # e.g. the session was closed by another lane a moment ago: refuse, say why.

@@ -73,7 +73,8 @@ class LaneEvent(Event):
     fee_due: int = Field(description="minor units still owed at this moment")
     currency: str | None
     image: str | None = Field(description="photo reference, uploaded to {cloud.base_url}/photos/{id}")
-    source: str = Field(description="camera, manual, ...")
+    source: str = Field(description="camera, or operator (a plate typed in: gatekeeper arrive)")
+    by: str | None = Field(None, description="who typed the plate, for source operator")
     candidates: list[str] | None = None
     match_distance: float | None = None
     reservation_id: str | None = None

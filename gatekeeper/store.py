@@ -200,6 +200,13 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1,)
 
+#: The keys every decision event carries; :meth:`Store.record_decision`'s extra data may not replace them.
+_DECISION_EVENT_KEYS = frozenset({
+    "id", "lot", "lane", "kind", "at", "plate", "session_id", "reason", "message",
+    "direction", "open", "plate_read", "confidence", "fee_due", "currency", "image", "source",
+    "candidates", "match_distance", "reservation_id",
+})
+
 
 # --------------------------------------------------------------------------- store
 
@@ -490,9 +497,17 @@ class Store:
         photo: str | None = None,
         source: str = "camera",
         upload: bool = False,
+        data: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> Recorded:
-        """Make a lane decision durable: session change, event and outbox, one commit."""
+        """Make a lane decision durable: session change, event and outbox, one commit.
+
+        ``data`` adds keys to the event (e.g. ``by``: who typed an operator's
+        plate); it may not replace a key the event already has (ValueError).
+        """
+        clash = sorted(set(data or ()) & _DECISION_EVENT_KEYS)
+        if clash:
+            raise ValueError(f"extra event data may not replace {', '.join(clash)}")
         now = now or self.clock()
         at = to_iso(now)
         with self.transaction() as conn:
@@ -517,7 +532,7 @@ class Store:
                 kind = "entry" if direction == "entry" else "exit"
             else:
                 kind = "denied"
-            data: dict[str, Any] = {
+            fields: dict[str, Any] = {
                 "direction": direction,
                 "open": decision.open,
                 "plate_read": plate_read,
@@ -528,12 +543,12 @@ class Store:
                 "source": source,
             }
             if decision.candidates:
-                data["candidates"] = list(decision.candidates)
+                fields["candidates"] = list(decision.candidates)
             if decision.match_distance is not None:
-                data["match_distance"] = decision.match_distance
+                fields["match_distance"] = decision.match_distance
             if decision.reservation_id:
-                data["reservation_id"] = decision.reservation_id
-            data["currency"] = self.tariff().currency
+                fields["reservation_id"] = decision.reservation_id
+            fields["currency"] = self.tariff().currency
             event_id = self._append_event(
                 conn,
                 kind,
@@ -543,7 +558,7 @@ class Store:
                 message=decision.message + (f" ({decision.detail})" if decision.detail else ""),
                 plate=decision.plate,
                 session_id=session_id,
-                data=data,
+                data={**fields, **(data or {})},
             )
             if decision.action in (Action.START_SESSION, Action.CLOSE_SESSION):
                 self._enqueue_occupancy(conn, now)

@@ -7,6 +7,7 @@ decision is already on disk (read through a second SQLite connection).
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import sqlite3
@@ -299,7 +300,11 @@ def test_operator_arrive_and_manual_open_are_recorded_before_the_relay(rig: Lane
 
     outcome = rig.runners["entry-1"].arrive("xy-987 zz", by="alice")
     assert (outcome.open, outcome.plate, outcome.source) == (True, "XY987ZZ", "operator")
-    assert rig.store.session(outcome.session_id)["source"] == "operator:alice"
+    assert rig.store.session(outcome.session_id)["source"] == "operator"
+    entry = rig.store.events(kinds=["entry"])[-1]
+    assert entry["session_id"] == outcome.session_id and json.loads(entry["data"])["by"] == "alice"
+    queued = json.loads(next(r.payload for r in rig.store.outbox_pending(limit=100) if r.msg_id == entry["id"]))
+    assert (queued["source"], queued["by"]) == ("operator", "alice")
 
     event_id = rig.runners["exit-1"].open_manual(reason="ticket machine broken", by="bob")
     assert seen and seen[0][0][:2] == ("open_manual", "open_manual")

@@ -86,6 +86,24 @@ def test_events_are_append_only(store: Store) -> None:
         store.db.execute("DELETE FROM events")
 
 
+def test_decision_events_take_extra_data_but_never_lose_their_own_keys(store: Store) -> None:
+    d = decide_entry("OP-1", now=NOW, lot=store.lot_state())
+    recorded = store.record_decision(d, lane="entry-1", direction="entry", plate_read="op 1", source="operator",
+                                     data={"by": "alice"})
+    event = store.events()[-1]
+    assert event["id"] == recorded.event_id and event["session_id"] == recorded.session_id
+    assert json.loads(event["data"])["by"] == "alice" and json.loads(event["data"])["source"] == "operator"
+    queued = json.loads(next(r.payload for r in store.outbox_pending() if r.msg_id == recorded.event_id))
+    assert (queued["by"], queued["source"], queued["kind"], queued["plate"]) == ("alice", "operator", "entry", "OP1")
+    assert store.session(recorded.session_id)["source"] == "operator"
+    before = len(store.events())
+    for key in ("source", "plate", "session_id"):
+        with pytest.raises(ValueError, match=key):
+            store.record_decision(decide_entry("OP-2", now=NOW, lot=store.lot_state()), lane="entry-1",
+                                  direction="entry", data={key: "forged"})
+    assert len(store.events()) == before and [v.plate for v in store.inside_sessions()] == ["OP1"]
+
+
 def test_exit_paid_closes_the_session_and_frees_the_space(store: Store) -> None:
     sid = enter(store, "AB123", at=NOW - timedelta(hours=3))
     unpaid = decide_exit("AB123", now=NOW, sessions=store.inside_sessions(), tariff=store.tariff())
