@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from gpiozero.pins.mock import MockFactory, MockPin
 
@@ -51,31 +50,10 @@ from gatekeeper.config import (  # noqa: E402
 )
 from gatekeeper.daemon import Daemon  # noqa: E402
 from gatekeeper.sdnotify import SystemdNotifier  # noqa: E402
+from gatekeeper.sim_plates import draw_plate_scene, drop_photo  # noqa: E402
 
 LETTERS = "ABCDEFGHJKLMNPRSTUXYZ"  # W and look-alikes (I, O, Q) left out: plates differ by more than OCR slips
 DIGITS = "0123456789"
-
-
-def draw_plate_scene(text: str, *, seed: int) -> np.ndarray:
-    """A car-ish 960x540 scene with a white plate and big black characters (as the tests draw)."""
-    width, height = 960, 540
-    rng = np.random.default_rng(seed)
-    image = rng.integers(70, 140, (height, width, 3), dtype=np.uint8)
-    image = cv2.GaussianBlur(image, (7, 7), 0)
-    cv2.rectangle(image, (width // 6, height // 3), (width * 5 // 6, height - 10), (60, 45, 110), -1)
-    plate_w, plate_h = 520, 130
-    x0, y0 = (width - plate_w) // 2, height - plate_h - 50
-    cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (255, 255, 255), -1)
-    cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (0, 0, 0), 3)
-    font, thickness, scale = cv2.FONT_HERSHEY_SIMPLEX, 8, 3.0
-    while True:
-        (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
-        if tw <= plate_w - 50 or scale < 1.0:
-            break
-        scale -= 0.1
-    cv2.putText(image, text, (x0 + (plate_w - tw) // 2, y0 + (plate_h + th) // 2), font, scale, (0, 0, 0),
-                thickness, cv2.LINE_AA)
-    return image
 
 
 def plates(n: int, seed: int = 7) -> list[str]:
@@ -172,19 +150,15 @@ def lane_latency(workdir: Path, vehicles: int) -> dict[str, Any]:
     lane.add_vehicle_listener(lambda kind, outcome: decided.put((kind, outcome)))
     # Drawn as EU plates are printed ("AB-123-CD"); the reader normalises to "AB123CD".
     images = {
-        p: cv2.imencode(".jpg", draw_plate_scene(f"{p[:2]}-{p[2:5]}-{p[5:]}", seed=i),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-        for i, p in enumerate(plates(vehicles))
+        p: draw_plate_scene(f"{p[:2]}-{p[2:5]}-{p[5:]}", seed=i) for i, p in enumerate(plates(vehicles))
     }
     latencies: list[float] = []
     misses: list[str] = []
     misread = 0
-    for i, (plate, data) in enumerate(images.items()):
+    for i, (plate, image) in enumerate(images.items()):
         while not TimedRelayPin.energised.empty():
             TimedRelayPin.energised.get_nowait()
-        tmp = entry_dir / f".car{i}.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, entry_dir / f"car{i}.jpg")
+        drop_photo(entry_dir, f"car{i}", image, quality=92)  # encoded, written, renamed in: it has arrived
         arrived = time.monotonic()
         try:
             _, at = TimedRelayPin.energised.get(timeout=60)

@@ -28,8 +28,9 @@ from gatekeeper.config import DaemonConfig, MqttConfig, Settings, SiteConfig, St
 from gatekeeper.control import ControlError, ControlServer, PeerCredentials, request
 from gatekeeper.daemon import Daemon
 from gatekeeper.sdnotify import SystemdNotifier
+from gatekeeper.sim_plates import draw_plate_scene, drop_photo
 from gatekeeper.store import Store
-from tests.test_lane import draw_plate_scene, drop_photo, lane_config
+from tests.test_lane import lane_config
 
 GATEKEEPER = [sys.executable, "-m", "gatekeeper.cli"]
 READY_TIMEOUT_S = 240.0

@@ -1,6 +1,6 @@
 """The lane runner end to end: real watch-folder camera, real plate reader, real SQLite, MockFactory pins.
 
-Plates are drawn by the test with OpenCV; the relay coil is a gpiozero mock pin
+Plates are drawn with OpenCV (gatekeeper.sim_plates); the relay coil is a gpiozero mock pin
 whose state hook checks, at the instant the relay is energised, that the
 decision is already on disk (read through a second SQLite connection).
 """
@@ -8,7 +8,6 @@ decision is already on disk (read through a second SQLite connection).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import sqlite3
 import threading
@@ -16,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import cv2
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -26,48 +24,13 @@ from gatekeeper.camera import FrameGrabber
 from gatekeeper.config import LaneConfig, MqttConfig, Settings, SiteConfig, StorageConfig
 from gatekeeper.gate import Barrier
 from gatekeeper.lane import LaneOutcome, LaneRunner
+from gatekeeper.sim_plates import draw_plate_scene, drop_photo
 from gatekeeper.store import Store
 
 DECISION_TIMEOUT_S = 60.0
 
 
 # --------------------------------------------------------------------------- helpers shared with test_daemon
-
-
-def draw_plate_scene(text: str, *, seed: int = 0, size: tuple[int, int] = (960, 540)) -> np.ndarray:
-    """A car-ish scene with a white plate and big black HERSHEY characters on it."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    image = rng.integers(70, 140, (height, width, 3), dtype=np.uint8)
-    image = cv2.GaussianBlur(image, (7, 7), 0)
-    cv2.rectangle(image, (width // 6, height // 3), (width * 5 // 6, height - 10), (60, 45, 110), -1)  # body
-    plate_w, plate_h = 520, 130
-    x0, y0 = (width - plate_w) // 2, height - plate_h - 50
-    cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (255, 255, 255), -1)
-    cv2.rectangle(image, (x0, y0), (x0 + plate_w, y0 + plate_h), (0, 0, 0), 3)
-    font, thickness, scale = cv2.FONT_HERSHEY_SIMPLEX, 8, 3.0
-    while True:
-        (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
-        if tw <= plate_w - 50 or scale < 1.0:
-            break
-        scale -= 0.1
-    cv2.putText(
-        image, text, (x0 + (plate_w - tw) // 2, y0 + (plate_h + th) // 2), font, scale, (0, 0, 0), thickness,
-        cv2.LINE_AA,
-    )
-    return image
-
-
-def drop_photo(folder: Path, name: str, image: np.ndarray) -> Path:
-    """Write a frame into a watch folder the way an FTP upload should: temp name, then rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(data.tobytes())
-    final = folder / f"{name}.jpg"
-    os.replace(tmp, final)
-    return final
 
 
 class HookedPin(MockPin):
