@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 
 from gatekeeper.ocr_models import EasyOcrRecognizer, ModelNotFoundError, Recognizer
-from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, reduce_probabilities
+from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
@@ -217,7 +218,8 @@ class _Candidate:
     best: dict[str, tuple[Decoded, np.ndarray, tuple[int, int, int, int]]] = field(default_factory=dict)
 
     def add(self, decoded: Decoded, crop: np.ndarray, box: tuple[int, int, int, int]) -> None:
-        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + decoded.confidence
+        weight = decoded.confidence * (FALLBACK_WEIGHT if decoded.fallback else 1.0)
+        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + weight
         held = self.best.get(decoded.plate)
         if held is None or decoded.confidence > held[0].confidence:
             self.best[decoded.plate] = (decoded, crop, box)
@@ -238,6 +240,19 @@ def _stretch(grey: np.ndarray) -> np.ndarray:
     """Contrast stretch between the 5th and 95th percentile: the recogniser likes crisp crops."""
     lo, hi = np.percentile(grey, (5, 95))
     return np.clip((grey.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
+
+
+#: A reading through a fallback (``~``) layout counts this much of its confidence when
+#: rows compete: a sign or slogan that fits no real layout should lose to one that does.
+FALLBACK_WEIGHT = float(__import__("os").environ.get("FW", "0.7"))
+
+#: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
+_OVERLAY = re.compile(r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}|(?:19|20)\d\d[-/.][01]?\d(?!\d)|\d{1,2}:\d{2}")
+
+
+def looks_like_overlay(raw: str) -> bool:
+    """True for a date or time of day as the recogniser spelt it (with its punctuation)."""
+    return bool(_OVERLAY.search(raw.replace(" ", "")))
 
 
 #: Crop paddings (horizontal, vertical; in character heights). The first finds the best
@@ -302,8 +317,11 @@ class PlateReader:
         assert self._recognizer is not None
         crops = [_row_crop(grey, cand.row, scale, pad_x=px, pad_y=py) for cand, (px, py) in jobs]
         views = [_stretch(c) for c, _ in crops]
+        alphabet = self._recognizer.alphabet
         for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
-            decoded = grammar.decode(reduce_probabilities(probs, self._recognizer.alphabet), top=1)
+            if looks_like_overlay(raw_reading(probs, alphabet)):
+                continue
+            decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             if decoded:
                 cand.add(decoded[0], crop, box)
 

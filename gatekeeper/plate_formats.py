@@ -142,6 +142,11 @@ class Decoded:
     junk: int = 0                   # stretches of non-plate glyphs skipped
 
     @property
+    def fallback(self) -> bool:
+        """Read through a fallback (``~``) layout rather than a listed one."""
+        return self.layout.rstrip().endswith("~")
+
+    @property
     def confidence(self) -> float:
         if not self.char_confidences:
             return 0.0
@@ -190,7 +195,7 @@ class PlateGrammar:
 
     def decode(self, probs: np.ndarray, *, top: int = 3) -> list[Decoded]:
         """Best reading per layout from a reduced ``(frames, 37)`` matrix, best first."""
-        probs = _collapse_blanks(probs)
+        probs = _lift_lookalikes(_collapse_blanks(probs))
         logq = np.log(np.maximum(probs, 1e-12))
         scores, back, end = self._viterbi(logq)
         order = np.argsort(-scores)
@@ -311,6 +316,31 @@ class PlateGrammar:
         return plate, tuple(conf.get(i, 0.0) for i in range(K)), junk_visits
 
 
+#: Glyphs a recogniser mixes up in plate fonts. Where a layout wants a digit, a
+#: confident look-alike letter (and the reverse) still counts for LOOKALIKE_WEIGHT of
+#: its probability: the position decides, not a coin toss inside the recogniser.
+PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G", "4A", "7T")
+LOOKALIKE_WEIGHT = float(__import__("os").environ.get("LW", "0.5"))
+
+
+def _lookalike_matrix() -> np.ndarray:
+    m = np.eye(1 + len(PLATE_CHARS))
+    for group in PLATE_LOOKALIKES:
+        for a in group:
+            for b in group:
+                if a != b:
+                    m[1 + PLATE_CHARS.index(b), 1 + PLATE_CHARS.index(a)] = LOOKALIKE_WEIGHT
+    return m
+
+
+_LIFT = _lookalike_matrix()
+
+
+def _lift_lookalikes(probs: np.ndarray) -> np.ndarray:
+    """Each class's probability raised to the weighted best of its look-alikes'."""
+    return (probs[:, :, None] * _LIFT[None, :, :]).max(axis=1)
+
+
 def _collapse_blanks(probs: np.ndarray, sure: float = 0.995) -> np.ndarray:
     """Merge runs of near-certain blank frames into one frame: same best paths, far fewer steps."""
     is_blank = probs[:, 0] >= sure
@@ -326,6 +356,17 @@ def _collapse_blanks(probs: np.ndarray, sure: float = 0.995) -> np.ndarray:
     return probs[idx]
 
 
+#: Recogniser classes that are not plate characters but are what a plate glyph often
+#: comes out as (a narrow 1 or I read as ``|`` or ``!``, an S as ``$``): their mass goes to
+#: those characters instead of the blank. A class may feed several characters.
+GLYPH_LOOKALIKES: dict[str, str] = {
+    "1": "|!]l",
+    "I": "|!][l",
+    "S": "$",
+    "0": "o",
+}
+
+
 def reduce_probabilities(probs: np.ndarray, alphabet: str) -> np.ndarray:
     """Fold a recogniser's classes onto blank + 0-9A-Z.
 
@@ -338,7 +379,7 @@ def reduce_probabilities(probs: np.ndarray, alphabet: str) -> np.ndarray:
     out[:, 0] = probs[:, 0]
     used = {0}
     for j, ch in enumerate(PLATE_CHARS, start=1):
-        for variant in {ch, ch.lower()}:
+        for variant in {ch, ch.lower()} | set(GLYPH_LOOKALIKES.get(ch, "")):
             i = index.get(variant)
             if i is not None:
                 out[:, j] += probs[:, i]
@@ -357,5 +398,16 @@ def greedy_plate(probs: np.ndarray) -> str:
     for b in best:
         if b != 0 and b != prev:
             out.append(PLATE_CHARS[b - 1])
+        prev = b
+    return "".join(out)
+
+
+def raw_reading(probs: np.ndarray, alphabet: str) -> str:
+    """Best-path reading over the recogniser's own classes, punctuation kept."""
+    out = []
+    prev = 0
+    for b in probs.argmax(axis=1):
+        if b != 0 and b != prev:
+            out.append(alphabet[b - 1])
         prev = b
     return "".join(out)
