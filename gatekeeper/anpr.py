@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -189,8 +189,22 @@ def find_text_rows(grey: np.ndarray, *, max_rows: int = 8) -> list[TextRow]:
     return kept
 
 
-def _row_crop(grey: np.ndarray, row: TextRow, scale: float, *, pad_x: float = 0.45, pad_y: float = 0.22) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Deskewed crop of a text row from the full-resolution grey image, and its box there."""
+def _row_crop(
+    grey: np.ndarray, row: TextRow, scale: float, *, pad_x: float = 0.45, pad_y: float = 0.22,
+    real_x: float | None = None,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Deskewed crop of a text row from the full-resolution grey image, and its box there.
+
+    With ``real_x``, only that much of the horizontal padding is taken from the image; the
+    rest is plain background: the recogniser gets the margin it likes without the frame
+    edge, bolt or country strip beside the characters, which it would read as one more.
+    """
+    if real_x is not None and real_x < pad_x:
+        crop, box = _row_crop(grey, row, scale, pad_x=real_x, pad_y=pad_y)
+        extra = int(round((pad_x - real_x) * row.char_height / scale))
+        edges = np.concatenate([crop[:, :2].ravel(), crop[:, -2:].ravel()])
+        bg = int(np.median(edges))
+        return cv2.copyMakeBorder(crop, 0, 0, extra, extra, cv2.BORDER_CONSTANT, value=bg), box
     x, y, w, h = (v / scale for v in row.box)
     ch = row.char_height / scale
     cx, cy = x + w / 2, y + h / 2
@@ -255,10 +269,22 @@ def looks_like_overlay(raw: str) -> bool:
     return bool(_OVERLAY.search(raw.replace(" ", "")))
 
 
-#: Crop paddings (horizontal, vertical; in character heights). The first finds the best
-#: rows; the rest are extra views of the leading rows, whose readings are pooled.
-FIRST_VIEW = (1.0, 0.08)
-EXTRA_VIEWS = ((0.45, 0.22), (1.0, 0.15), (0.7, 0.3))
+class View(NamedTuple):
+    """How a row is cut out for the recogniser: paddings in character heights.
+
+    Only ``real_x`` of the horizontal padding is image; the rest is plain background
+    (see :func:`_row_crop`).
+    """
+
+    pad_x: float
+    pad_y: float
+    real_x: float = 0.12
+
+
+#: The first view finds the best rows; the rest are extra views of the leading rows,
+#: whose readings are pooled.
+FIRST_VIEW = View(1.0, 0.08)
+EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 
 class PlateReader:
@@ -312,10 +338,10 @@ class PlateReader:
         grey: np.ndarray,
         scale: float,
         grammar: PlateGrammar,
-        jobs: list[tuple[_Candidate, tuple[float, float]]],
+        jobs: list[tuple[_Candidate, View]],
     ) -> None:
         assert self._recognizer is not None
-        crops = [_row_crop(grey, cand.row, scale, pad_x=px, pad_y=py) for cand, (px, py) in jobs]
+        crops = [_row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]
         views = [_stretch(c) for c, _ in crops]
         alphabet = self._recognizer.alphabet
         for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
