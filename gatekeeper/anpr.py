@@ -202,8 +202,7 @@ def _row_crop(
     if real_x is not None and real_x < pad_x:
         crop, box = _row_crop(grey, row, scale, pad_x=real_x, pad_y=pad_y)
         extra = int(round((pad_x - real_x) * row.char_height / scale))
-        edges = np.concatenate([crop[:, :2].ravel(), crop[:, -2:].ravel()])
-        bg = int(np.median(edges))
+        bg = int(np.median(crop))   # characters cover less of a tight row crop than the plate does
         return cv2.copyMakeBorder(crop, 0, 0, extra, extra, cv2.BORDER_CONSTANT, value=bg), box
     x, y, w, h = (v / scale for v in row.box)
     ch = row.char_height / scale
@@ -258,7 +257,7 @@ def _stretch(grey: np.ndarray) -> np.ndarray:
 
 #: A reading through a fallback (``~``) layout counts this much of its confidence when
 #: rows compete: a sign or slogan that fits no real layout should lose to one that does.
-FALLBACK_WEIGHT = float(__import__("os").environ.get("FW", "0.7"))
+FALLBACK_WEIGHT = 0.7
 
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
 _OVERLAY = re.compile(r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}|(?:19|20)\d\d[-/.][01]?\d(?!\d)|\d{1,2}:\d{2}")

@@ -320,7 +320,7 @@ class PlateGrammar:
 #: confident look-alike letter (and the reverse) still counts for LOOKALIKE_WEIGHT of
 #: its probability: the position decides, not a coin toss inside the recogniser.
 PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1I", "2Z", "5S", "8B", "6G", "4A", "4L", "7T")
-LOOKALIKE_WEIGHT = float(__import__("os").environ.get("LW", "0.5"))
+LOOKALIKE_WEIGHT = 0.5
 
 
 def _lookalike_matrix() -> np.ndarray:
