@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -189,6 +190,10 @@ class EasyOcrRecognizer:
 
     def __init__(self, *, model_dir: Path | None = None, threads: int = 2, max_width: int = 640) -> None:
         folder = locate_weights(model_dir)
+        # oneDNN keeps compiled kernels per input shape; every crop width is a new shape, so
+        # its default cache (1024 entries) grew the process by ~300 MB over a day's plates.
+        # A few entries cost nothing measurable in speed (benchmarks/anpr.py: 657 vs 972 MB).
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
         import torch
 
         torch.set_num_threads(threads)

@@ -318,9 +318,10 @@ class PlateGrammar:
 
 #: Glyphs a recogniser mixes up in plate fonts. Where a layout wants a digit, a
 #: confident look-alike letter (and the reverse) still counts for LOOKALIKE_WEIGHT of
-#: its probability: the position decides, not a coin toss inside the recogniser.
+#: its probability: the position decides, not a coin toss inside the recogniser. One
+#: such swap costs less than skipping junk (JUNK_PENALTY), two cost more.
 PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1I", "2Z", "5S", "8B", "6G", "4A", "4L", "7T")
-LOOKALIKE_WEIGHT = 0.5
+LOOKALIKE_WEIGHT = 0.4
 
 
 def _lookalike_matrix() -> np.ndarray:

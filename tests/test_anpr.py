@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.anpr import PlateConsolidator, PlateRead, PlateReader
+from gatekeeper.anpr import PlateConsolidator, PlateRead, PlateReader, TextRow, _row_crop, looks_like_overlay
 from gatekeeper.ocr_models import ModelNotFoundError
-from gatekeeper.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout
+from gatekeeper.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
 
 WHITE = (255, 255, 255)
 YELLOW = (0, 220, 255)
@@ -183,6 +183,52 @@ def test_grammar_skips_an_emblem_between_groups() -> None:
     best = PlateGrammar.for_region("eu").decode(_frames(spec))[0]
     assert best.plate == "RK346AL"
     assert best.junk == 1
+
+
+def test_confident_lookalike_letter_yields_to_a_digit_position() -> None:
+    # The recogniser is sure of "O" and "B" where the Brazilian layout wants digits: the
+    # position decides, instead of a fallback layout keeping the letters.
+    spec = _plain("ABC") + [{"O": 0.97, "0": 0.01}, {"_": 1.0}] + _plain("1") + [{"B": 0.97, "8": 0.01}, {"_": 1.0}]
+    spec += _plain("2")
+    best = PlateGrammar.for_region("br").decode(_frames(spec))[0]
+    assert best.plate == "ABC0182"
+    assert best.confidence > 0.3
+
+
+def test_punctuation_lookalikes_feed_plate_characters() -> None:
+    alphabet = "0123456789|$ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    raw = np.full((3, 1 + len(alphabet)), 1e-4)
+    raw[0, 1 + alphabet.index("|")] = 1.0     # a narrow 1 read as a bar
+    raw[1, 0] = 1.0
+    raw[2, 1 + alphabet.index("$")] = 1.0     # an S read as a dollar sign
+    reduced = reduce_probabilities(raw, alphabet)
+    assert reduced[0, 1 + PLATE_CHARS.index("1")] > 0.9
+    assert reduced[0, 1 + PLATE_CHARS.index("I")] > 0.9
+    assert reduced[2, 1 + PLATE_CHARS.index("S")] > 0.9
+    assert raw_reading(raw, alphabet) == "|$"
+
+
+@pytest.mark.parametrize("raw, overlay", [
+    ("2014-06-17", True), ("17.06.2014", True), ("014-05-12", True), ("2014-05", True), ("12:30", True),
+    ("ABC-1234", False), ("RK-857AI", False), ("8FV-4801", False), ("2014-567", False), ("7ABC123", False),
+])
+def test_camera_timestamps_are_not_plates(raw: str, overlay: bool) -> None:
+    assert looks_like_overlay(raw) is overlay
+
+
+def test_row_crop_pads_with_plate_tone_not_the_frame() -> None:
+    # A light plate with dark characters and a dark frame bar just left of them.
+    grey = np.full((100, 300), 200, np.uint8)
+    for i in range(5):
+        grey[30:70, 60 + 40 * i: 80 + 40 * i] = 20
+    grey[20:80, 40:48] = 0
+    row = TextRow(box=(60, 30, 180, 40), angle=0.0, char_height=40.0, count=5, score=1.0)
+    real, _ = _row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=None)
+    synthetic, box = _row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=0.12)
+    assert real.shape == synthetic.shape
+    assert real[:, 15:35].min() == 0             # the frame bar is in the plain crop ...
+    assert synthetic[:, :32].min() == 200        # ... and replaced by the plate's tone here
+    assert box[0] >= 50
 
 
 def test_configured_patterns_extend_or_create_regions() -> None:
