@@ -289,9 +289,11 @@ def test_reader_exception_is_counted_and_the_lane_keeps_going(tmp_path: Path, re
     rig = LaneRig(tmp_path, reader, reader_wrapper=FailsOnce)
     try:
         drop_photo(rig.folders["entry-1"], "bad", draw_plate_scene("FG111HJ"))
-        drop_photo(rig.folders["entry-1"], "good", draw_plate_scene("QR222ST"))
+        # Not "QR222ST": in the drawn font the recogniser sees "2Z", and the eu grammar holds
+        # both QR22ZST (UK) and QR222ST (HR); this test is about the crash, not that ambiguity.
+        drop_photo(rig.folders["entry-1"], "good", draw_plate_scene("QR357ST"))
         kind, outcome = rig.next_vehicle("entry-1")
-        assert kind == "decided" and outcome is not None and outcome.plate == "QR222ST"
+        assert kind == "decided" and outcome is not None and outcome.plate == "QR357ST"
         status = rig.runners["entry-1"].status()
         assert status["errors"] == 1 and "simulated OCR crash" in status["last_error"]
         assert status["running"]
