@@ -372,8 +372,9 @@ def reduce_probabilities(probs: np.ndarray, alphabet: str) -> np.ndarray:
     """Fold a recogniser's classes onto blank + 0-9A-Z.
 
     Lower-case letters add to their capitals (plates have none; the model still
-    spreads mass there), and every non-alphanumeric class (space, '-', '.', ...)
-    adds to the blank, because separators and emblems may sit between characters.
+    spreads mass there), the :data:`GLYPH_LOOKALIKES` classes to the characters they
+    stand for, and every other class (space, '-', '.', ...) to the blank, because
+    separators and emblems may sit between characters.
     """
     index = {ch: i + 1 for i, ch in enumerate(alphabet)}
     out = np.zeros((probs.shape[0], 1 + len(PLATE_CHARS)), dtype=np.float64)
@@ -389,18 +390,6 @@ def reduce_probabilities(probs: np.ndarray, alphabet: str) -> np.ndarray:
     if rest:
         out[:, 0] += probs[:, rest].sum(axis=1)
     return out
-
-
-def greedy_plate(probs: np.ndarray) -> str:
-    """Unconstrained best-path reading of a reduced matrix (for diagnostics)."""
-    best = probs.argmax(axis=1)
-    out = []
-    prev = 0
-    for b in best:
-        if b != 0 and b != prev:
-            out.append(PLATE_CHARS[b - 1])
-        prev = b
-    return "".join(out)
 
 
 def raw_reading(probs: np.ndarray, alphabet: str) -> str:
