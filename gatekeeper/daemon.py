@@ -26,6 +26,7 @@ from typing import Any, Callable
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, LaneConfig, Settings, load_settings
 from gatekeeper.control import ControlServer, PeerCredentials
+from gatekeeper.gate import Barrier, GateEvent, GateState
 from gatekeeper.lane import (
     ConsolidatorFactory,
     GrabberLike,
@@ -157,8 +158,6 @@ class Daemon:
         if self._barrier_factory is not None:
             barrier = self._barrier_factory(lane, self._pin_factory)
         else:
-            from gatekeeper.gate import Barrier
-
             barrier = Barrier.from_config(lane, pin_factory=self._pin_factory)
         if self._grabber_factory is not None:
             grabber = self._grabber_factory(lane)
@@ -475,14 +474,14 @@ class SimulatedTraffic:
             log.info("sim: lane %s has no safety loop; its barrier closes by timeout", lane.id)
             return
 
-        def on_gate_event(event: Any) -> None:
-            if str(getattr(event, "kind", "")) == "opened":
+        def on_gate_event(event: GateEvent) -> None:
+            if event.kind == "opened":
                 self._vehicle_passes(lane)  # the vehicle the barrier rose for
 
         def on_vehicle(kind: str, outcome: Any) -> None:
             # Let through while the boom is already up: that vehicle passes too.
             opened = kind in ("open_manual", "open_remote") or (kind == "decided" and outcome is not None and outcome.open)
-            if opened and str(getattr(runner.barrier.state, "value", runner.barrier.state)) == "open":
+            if opened and runner.barrier.state == GateState.OPEN:
                 self._vehicle_passes(lane)
 
         runner.add_gate_listener(on_gate_event)
