@@ -140,11 +140,7 @@ class Decoded:
     log_score: float                # best-path log-probability minus layout penalty
     char_confidences: tuple[float, ...]
     junk: int = 0                   # stretches of non-plate glyphs skipped
-
-    @property
-    def fallback(self) -> bool:
-        """Read through a fallback (``~``) layout rather than a listed one."""
-        return self.layout.rstrip().endswith("~")
+    fallback: bool = False          # read through a fallback (``~``) layout rather than a listed one
 
     @property
     def confidence(self) -> float:
@@ -209,7 +205,8 @@ class PlateGrammar:
                 continue
             seen.add(plate)
             layout = self.layouts[p]
-            out.append(Decoded(plate, layout.display(plate), layout.pattern, float(scores[p]), confs, junk))
+            out.append(Decoded(plate, layout.display(plate), layout.pattern, float(scores[p]), confs, junk,
+                               fallback=layout.penalty > 0))
         return out
 
     def _viterbi(self, logq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]]:
