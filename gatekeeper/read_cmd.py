@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from gatekeeper.plate_formats import BUILTIN_FORMATS, PlateGrammar
 
-BUILTIN_REGIONS = ("us", "eu", "br")
+log = logging.getLogger(__name__)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -39,7 +39,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="JPEG/PNG files")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--region", help=f"plate grammar ({', '.join(BUILTIN_REGIONS)} or a key of anpr.formats); "
+    parser.add_argument("--region", help=f"plate grammar ({', '.join(BUILTIN_FORMATS)} or a key of anpr.formats); "
                         "default: anpr.region")
 
 
@@ -73,18 +73,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     anpr = settings.anpr
     region = args.region or anpr.region
-    if region not in BUILTIN_REGIONS and region not in anpr.formats:
-        print(f"gatekeeper: error: unknown region {region!r} (known: "
-              f"{', '.join(sorted(set(BUILTIN_REGIONS) | set(anpr.formats)))})", file=sys.stderr)
+    try:
+        PlateGrammar.for_region(region, anpr.formats)  # a typo fails before the model loads
+    except ValueError as exc:
+        print(f"gatekeeper: error: {exc}", file=sys.stderr)
         return 2
     try:
-        reader = PlateReader(
-            region=region,
-            formats=anpr.formats,
-            model_dir=anpr.model_dir,
-            min_confidence=anpr.min_confidence,
-            threads=anpr.threads,
-        )
+        reader = PlateReader.from_config(anpr.model_copy(update={"region": region}))
     except (ModelNotFoundError, ValueError) as exc:
         print(f"gatekeeper: error: {exc}", file=sys.stderr)
         return 1
