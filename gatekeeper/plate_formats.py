@@ -316,7 +316,9 @@ class PlateGrammar:
 #: Glyphs a recogniser mixes up in plate fonts. Where a layout wants a digit, a
 #: confident look-alike letter (and the reverse) still counts for LOOKALIKE_WEIGHT of
 #: its probability: the position decides, not a coin toss inside the recogniser. One
-#: such swap costs less than skipping junk (JUNK_PENALTY), two cost more.
+#: such swap costs less than skipping junk (JUNK_PENALTY), two cost more. Not
+#: rules.LOOKALIKE_GROUPS (the exit matcher's cheap substitutions, from the issue): this
+#: list is this recogniser's measured habits (no 1/L; 4/A, 4/L, 7/T added; docs/anpr.md).
 PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1I", "2Z", "5S", "8B", "6G", "4A", "4L", "7T")
 LOOKALIKE_WEIGHT = 0.4
 
