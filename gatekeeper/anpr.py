@@ -272,6 +272,13 @@ def looks_like_overlay(raw: str) -> bool:
     return bool(_OVERLAY.search(raw.replace(" ", "")))
 
 
+def same_line(a: TextRow, b: TextRow) -> bool:
+    """True when two rows are pieces of one line of text: same height, same baseline band."""
+    ratio = a.char_height / b.char_height
+    ay, by = a.box[1] + a.box[3] / 2, b.box[1] + b.box[3] / 2
+    return 0.7 < ratio < 1.4 and abs(ay - by) < 0.5 * max(a.char_height, b.char_height)
+
+
 class View(NamedTuple):
     """How a row is cut out for the recogniser: paddings in character heights.
 
@@ -302,6 +309,8 @@ class PlateReader:
         min_confidence: float = 0.5,
         threads: int = 2,
         recognizer: Recognizer | None = None,
+        recognizer_name: str = "plate_g2",
+        tuning_file: Path | None = None,
         work_size: int = 1280,
         max_candidates: int = 4,
         refine: int = 2,
@@ -315,7 +324,9 @@ class PlateReader:
         self._max_candidates = max_candidates
         self._refine = refine
         started = time.perf_counter()
-        self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(model_dir=model_dir, threads=threads)
+        self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(
+            model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
+        )
         # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
         self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
         self.load_seconds = time.perf_counter() - started
@@ -328,6 +339,8 @@ class PlateReader:
             model_dir=anpr.model_dir,
             min_confidence=anpr.min_confidence,
             threads=anpr.threads,
+            recognizer_name=anpr.recognizer,
+            tuning_file=anpr.tuning_file,
         )
 
     def _grammar(self, region: str) -> PlateGrammar:
@@ -342,13 +355,20 @@ class PlateReader:
         scale: float,
         grammar: PlateGrammar,
         jobs: list[tuple[_Candidate, View]],
+        overlays: list[TextRow] | None = None,
     ) -> None:
+        """Read each (candidate, view) and add its decoding to the candidate.
+
+        Rows that read as a date or time go to ``overlays`` instead.
+        """
         assert self._recognizer is not None
         crops = [_row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]
         views = [_stretch(c) for c, _ in crops]
         alphabet = self._recognizer.alphabet
         for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
             if looks_like_overlay(raw_reading(probs, alphabet)):
+                if overlays is not None:
+                    overlays.append(cand.row)
                 continue
             decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             if decoded:
@@ -383,7 +403,11 @@ class PlateReader:
         candidates = [_Candidate(row, i) for i, row in enumerate(find_text_rows(work, max_rows=self._max_candidates))]
         t1 = time.perf_counter()
         if candidates:
-            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates])
+            overlays: list[TextRow] = []
+            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates], overlays)
+            # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
+            # the pieces on a line with a recognised date or time are part of it.
+            candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]
         t2 = time.perf_counter()
         leaders = sorted(candidates, key=lambda c: -c.score(1))[: self._refine]
         leaders = [c for c in leaders if c.leader is not None]

@@ -17,7 +17,15 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.anpr import PlateConsolidator, PlateRead, PlateReader, TextRow, _row_crop, looks_like_overlay
+from gatekeeper.anpr import (
+    PlateConsolidator,
+    PlateRead,
+    PlateReader,
+    TextRow,
+    _row_crop,
+    looks_like_overlay,
+    same_line,
+)
 from gatekeeper.ocr_models import ModelNotFoundError
 from gatekeeper.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
 
@@ -214,6 +222,20 @@ def test_punctuation_lookalikes_feed_plate_characters() -> None:
 ])
 def test_camera_timestamps_are_not_plates(raw: str, overlay: bool) -> None:
     assert looks_like_overlay(raw) is overlay
+
+
+def _row(x: int, y: int, h: int) -> TextRow:
+    return TextRow(box=(x, y, 5 * h, h), angle=0.0, char_height=float(h), count=5, score=1.0)
+
+
+@pytest.mark.parametrize("other, expected", [
+    (_row(300, 12, 15), True),     # the time beside the date on the timestamp line
+    (_row(300, 20, 15), False),    # half a character lower: another line
+    (_row(300, 10, 30), False),    # twice as tall: a plate, not the overlay
+    (_row(300, 400, 15), False),
+])
+def test_pieces_of_a_timestamp_line(other: TextRow, expected: bool) -> None:
+    assert same_line(_row(10, 10, 15), other) is expected
 
 
 def test_row_crop_pads_with_plate_tone_not_the_frame() -> None:
