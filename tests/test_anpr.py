@@ -23,6 +23,7 @@ from gatekeeper.anpr import (
     PlateReader,
     TextRow,
     _row_crop,
+    find_text_rows,
     looks_like_overlay,
     same_line,
 )
@@ -219,9 +220,20 @@ def test_punctuation_lookalikes_feed_plate_characters() -> None:
 @pytest.mark.parametrize("raw, overlay", [
     ("2014-06-17", True), ("17.06.2014", True), ("014-05-12", True), ("2014-05", True), ("12:30", True),
     ("ABC-1234", False), ("RK-857AI", False), ("8FV-4801", False), ("2014-567", False), ("7ABC123", False),
+    ("3B9 : 7236", False), ("12:75", False),
 ])
 def test_camera_timestamps_are_not_plates(raw: str, overlay: bool) -> None:
     assert looks_like_overlay(raw) is overlay
+
+
+def test_a_bar_shaped_i_at_the_end_belongs_to_the_row() -> None:
+    """I (and 1 in many typefaces) is a solid bar: it used to fail the blob fill test and be cut off."""
+    img = np.full((200, 500), 230, np.uint8)
+    cv2.putText(img, "RK857AI", (40, 120), cv2.FONT_HERSHEY_SIMPLEX, 2.0, 20, 6)
+    ink = np.where((img < 128).any(axis=0))[0]
+    row = find_text_rows(img)[0]
+    assert row.count == 7
+    assert row.box[0] + row.box[2] >= ink.max()
 
 
 def _row(x: int, y: int, h: int) -> TextRow:

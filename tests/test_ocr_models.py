@@ -14,7 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.ocr_models import EASYOCR_RECOGNIZER_FILE, EasyOcrRecognizer, ModelNotFoundError
+from gatekeeper.ocr_models import (
+    EASYOCR_RECOGNIZER_FILE,
+    PLATE_TUNING_FILE,
+    EasyOcrRecognizer,
+    ModelNotFoundError,
+)
 
 
 def _crop(text: str, height: int, scale: float) -> np.ndarray:
@@ -25,7 +30,19 @@ def _crop(text: str, height: int, scale: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def recognizer() -> EasyOcrRecognizer:
+    """EasyOCR's stock recogniser."""
+    return EasyOcrRecognizer(name="english_g2")
+
+
+@pytest.fixture(scope="module")
+def plate_recognizer() -> EasyOcrRecognizer:
+    """The shipped plate tuning over the stock weights."""
     return EasyOcrRecognizer()
+
+
+def _greedy(recognizer: EasyOcrRecognizer, probs: np.ndarray) -> str:
+    best = probs.argmax(axis=1)
+    return "".join(recognizer.alphabet[c - 1] for i, c in enumerate(best) if c and (i == 0 or c != best[i - 1]))
 
 
 def test_same_alphabet_and_probabilities_as_easyocr_reader(recognizer: EasyOcrRecognizer) -> None:
@@ -46,12 +63,64 @@ def test_same_alphabet_and_probabilities_as_easyocr_reader(recognizer: EasyOcrRe
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_reads_a_drawn_line(recognizer: EasyOcrRecognizer) -> None:
+@pytest.mark.parametrize("which", ["recognizer", "plate_recognizer"])
+def test_reads_a_drawn_line(which: str, request: pytest.FixtureRequest) -> None:
+    recognizer = request.getfixturevalue(which)
     (probs,) = recognizer.probabilities([_crop("ABC1234", 60, 1.6)])
     assert probs.shape[1] == len(recognizer.alphabet) + 1
-    best = probs.argmax(axis=1)
-    text = "".join(recognizer.alphabet[c - 1] for i, c in enumerate(best) if c and (i == 0 or c != best[i - 1]))
-    assert text == "ABC1234"
+    assert _greedy(recognizer, probs) == "ABC1234"
+
+
+def test_plate_tuning_changes_the_network(
+    recognizer: EasyOcrRecognizer, plate_recognizer: EasyOcrRecognizer
+) -> None:
+    assert PLATE_TUNING_FILE.is_file()
+    crop = _crop("KWM-4821", 60, 1.6)
+    (stock,) = recognizer.probabilities([crop])
+    (tuned,) = plate_recognizer.probabilities([crop])
+    assert stock.shape == tuned.shape
+    assert np.abs(stock - tuned).max() > 0.01
+
+
+def test_tuning_tensors_are_what_runs(tmp_path: Path, recognizer: EasyOcrRecognizer) -> None:
+    """A tuning whose classifier always says "Z" makes the recogniser read Z everywhere."""
+    import torch
+
+    z = recognizer.alphabet.index("Z") + 1
+    bias = torch.full((len(recognizer.alphabet) + 1,), -50.0)
+    bias[z] = 50.0
+    path = tmp_path / "z.pt"
+    torch.save({"base": "english_g2", "format": 1, "tensors": {"Prediction.bias": bias}}, path)
+    forced = EasyOcrRecognizer(tuning_file=path, threads=1)
+    (probs,) = forced.probabilities([_crop("ABC1234", 60, 1.6)])
+    assert _greedy(forced, probs) == "Z"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "not found"),
+        ({"base": "english_g2", "format": 1, "tensors": {"Prediction.bias": [0.0]}}, "unusable"),
+        ({"base": "latin_g2", "format": 1, "tensors": {}}, "not a tuning of english_g2"),
+        (b"garbage", "unusable"),
+    ],
+)
+def test_bad_tuning_file_is_a_clear_error(tmp_path: Path, content: object, message: str) -> None:
+    import torch
+
+    path = tmp_path / "tuning.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, dict):
+        tensors = {k: torch.tensor(v) for k, v in content["tensors"].items()}
+        torch.save({**content, "tensors": tensors}, path)
+    with pytest.raises(ModelNotFoundError, match=message):
+        EasyOcrRecognizer(tuning_file=path, threads=1)
+
+
+def test_unknown_recogniser_name() -> None:
+    with pytest.raises(ValueError, match="unknown recogniser 'latin'"):
+        EasyOcrRecognizer(name="latin")
 
 
 def test_loading_does_not_import_easyocr_or_the_detector_stack() -> None:

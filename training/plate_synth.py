@@ -41,7 +41,10 @@ LAYOUTS = [
 ]
 
 #: Characters the recogniser confuses on plate typefaces: drawn more often.
-HARD = "WMHNQODUK0871I4AVYXZ2S5B8G6"
+HARD = "WMHNDUK0871I4AVYXZ2S5B8G6"
+#: Letters most plate series leave out (too like 1 and 0) or use rarely: drawn a quarter as often,
+#: so a bar or a ring with nothing else to tell is read the way plates usually mean it.
+RARE = "IOQ"
 
 
 def plate_text(rng: random.Random) -> list[str]:
@@ -52,11 +55,14 @@ def plate_text(rng: random.Random) -> list[str]:
         chars = []
         for slot in part:
             pool = {"L": LETTERS, "N": DIGITS, "A": LETTERS + DIGITS}[slot]
-            if rng.random() < 0.35:
-                hard = [c for c in HARD if c in pool]
-                chars.append(rng.choice(hard))
-            else:
-                chars.append(rng.choice(pool))
+            while True:
+                if rng.random() < 0.35:
+                    ch = rng.choice([c for c in HARD if c in pool])
+                else:
+                    ch = rng.choice(pool)
+                if ch not in RARE or rng.random() < 0.25:
+                    break
+            chars.append(ch)
         groups.append("".join(chars))
     return groups
 
