@@ -275,6 +275,11 @@ def _resolve_paths(doc: dict[str, Any], base: Path) -> None:
         for key in ("data_dir", "database", "photos_dir"):
             if isinstance(storage.get(key), str) and not Path(storage[key]).is_absolute():
                 storage[key] = str(base / storage[key])
+    anpr = doc.get("anpr")
+    if isinstance(anpr, dict):
+        for key in ("model_dir", "tuning_file"):
+            if isinstance(anpr.get(key), str) and not Path(anpr[key]).is_absolute():
+                anpr[key] = str(base / anpr[key])
     for lane in doc.get("lanes", []) if isinstance(doc.get("lanes"), list) else []:
         cam = lane.get("camera") if isinstance(lane, dict) else None
         if isinstance(cam, str):

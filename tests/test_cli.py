@@ -80,6 +80,7 @@ def test_misspelt_key_fails_naming_the_key(tmp_path: Path) -> None:
         ('[site]\ncapacity = -1\n', "site.capacity"),
         ('[site]\ntimezone = "Mars/Olympus"\n', "site.timezone"),
         ('[mqtt]\nport = "eighty"\n', "mqtt.port"),
+        ('[anpr]\nrecognizer = "latin_g2"\n', "anpr.recognizer"),
         ("[site\n", "not valid TOML"),
     ],
 )
@@ -88,6 +89,14 @@ def test_bad_values_are_reported_with_their_path(tmp_path: Path, toml: str, key:
     path.write_text(toml)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_settings(path)
+
+
+def test_reader_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[anpr]\ntuning_file = "models/site.pt"\nmodel_dir = "/opt/weights"\n')
+    anpr = load_settings(path).anpr
+    assert anpr.tuning_file == tmp_path / "models" / "site.pt"
+    assert anpr.model_dir == Path("/opt/weights")
 
 
 def test_environment_overrides_file_and_secrets_stay_out_of_files(tmp_path: Path, config: Path) -> None:
