@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 width = max(p.shape[1] for p in imgs)
                 for s, p, pr in zip(chunk, imgs, probs):
                     frames = max(1, math.ceil(pr.shape[0] * p.shape[1] / width))
-                    ok += greedy(pr[:frames], alphabet) == s.label
+                    ok += greedy(pr[:frames], alphabet) == "".join(c for c in s.label if c.isalnum())
         return ok / len(val)
 
     def train_mode() -> None:
