@@ -157,9 +157,10 @@ def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = Non
     """EasyOCR's ``english_g2`` network with its weights, built as ``easyocr.Reader`` builds it.
 
     With ``tuning``, the tensors in that file (see :data:`PLATE_TUNING_FILE`) replace the
-    stock ones before quantisation. Returns the model (dynamically quantised, eval mode) and its alphabet: class ``i``
-    (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC blank, exactly the order of
-    EasyOCR's ``CTCLabelConverter`` (the config's ``characters``, unsorted).
+    stock ones before quantisation. Returns the model (dynamically quantised, eval mode)
+    and its alphabet: class ``i`` (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC
+    blank, exactly the order of EasyOCR's ``CTCLabelConverter`` (the config's
+    ``characters``, unsorted).
     """
     config, vgg_model = _easyocr_parts()
     spec = config.recognition_models["gen2"][EASYOCR_RECOGNIZER]
@@ -212,6 +213,10 @@ class Recognizer(Protocol):
 
 class EasyOcrRecognizer:
     """EasyOCR's English recogniser (``english_g2``) run directly on our own crops.
+
+    ``name="plate_g2"`` (the default) lays gatekeeper's plate fine-tuning over the stock
+    weights: the stock network reads condensed plate typefaces with confident swaps
+    (W as H, Q as O, 1 as 4) that no plate grammar can undo.
 
     EasyOCR's text detector is far too slow for a lane (seconds per frame), so only
     its recogniser is loaded; plate finding is done by the reader with OpenCV. The

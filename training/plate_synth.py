@@ -41,10 +41,11 @@ LAYOUTS = [
 ]
 
 #: Characters the recogniser confuses on plate typefaces: drawn more often.
-HARD = "WMHNDUK0871I4AVYXZ2S5B8G6"
-#: Letters most plate series leave out (too like 1 and 0) or use rarely: drawn a quarter as often,
-#: so a bar or a ring with nothing else to tell is read the way plates usually mean it.
-RARE = "IOQ"
+HARD = "WMHNQODUK0871I4AVYXZ2S5B8G6"
+#: Letters many plate series leave out (too like 1): drawn at a third of the rate, so a bar with
+#: nothing else to tell is read the way plates usually mean it. (Drawing O and Q rarely as well
+#: made the network read real O as Q or D: 71 % BR exact instead of 82 %.)
+RARE = "I"
 
 
 def plate_text(rng: random.Random) -> list[str]:
@@ -60,7 +61,7 @@ def plate_text(rng: random.Random) -> list[str]:
                     ch = rng.choice([c for c in HARD if c in pool])
                 else:
                     ch = rng.choice(pool)
-                if ch not in RARE or rng.random() < 0.25:
+                if ch not in RARE or rng.random() < 0.33:
                     break
             chars.append(ch)
         groups.append("".join(chars))
