@@ -11,7 +11,9 @@ Pattern syntax (one string per layout):
 ``[ABC]`` one of the listed characters; any other letter/digit stands for itself;
 space, ``-`` and ``.`` are display separators only (the plate text keeps them,
 the normalised text does not). A trailing ``~`` marks a layout as a *fallback*:
-allowed, but less likely than the listed layouts (it carries a score penalty).
+allowed, but less likely than the listed layouts (it carries a score penalty). A
+trailing ``?`` marks a *rarer* listed layout: a smaller penalty, so that where a
+character could be read either way, the commoner layout's reading wins.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _NEG = -1e9
 
 #: Log-probability penalty of a fallback layout (trailing ``~``) against a listed one.
 FALLBACK_PENALTY = 3.0
+#: Log-probability penalty of a rarer listed layout (trailing ``?``).
+RARER_PENALTY = 1.0
 #: Log-probability cost of skipping one stretch of non-plate glyphs (emblem, sticker, country strip).
 JUNK_PENALTY = 1.5
 
@@ -78,6 +82,7 @@ class Layout:
     allowed: tuple[str, ...]        # per character position, the characters allowed there
     separators: tuple[str, ...]     # display separator placed *before* each position ("" if none)
     penalty: float
+    fallback: bool = False
 
     @property
     def length(self) -> int:
@@ -98,6 +103,8 @@ def compile_layout(pattern: str) -> Layout:
     penalty = 0.0
     if body.endswith("~"):
         body, penalty = body[:-1], FALLBACK_PENALTY
+    elif body.endswith("?"):
+        body, penalty = body[:-1], RARER_PENALTY
     allowed: list[str] = []
     seps: list[str] = []
     pending = ""
@@ -127,7 +134,8 @@ def compile_layout(pattern: str) -> Layout:
         raise ValueError(f"plate pattern {pattern!r}: expected L, N, A, [..], letters, digits and separators")
     if len(allowed) > 12:
         raise ValueError(f"plate pattern {pattern!r}: longer than 12 characters")
-    return Layout(pattern=pattern, allowed=tuple(allowed), separators=tuple(seps), penalty=penalty)
+    return Layout(pattern=pattern, allowed=tuple(allowed), separators=tuple(seps), penalty=penalty,
+                  fallback=penalty == FALLBACK_PENALTY)
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ class PlateGrammar:
             seen.add(plate)
             layout = self.layouts[p]
             out.append(Decoded(plate, layout.display(plate), layout.pattern, float(scores[p]), confs, junk,
-                               fallback=layout.penalty > 0))
+                               fallback=layout.fallback))
         return out
 
     def _viterbi(self, logq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]]:

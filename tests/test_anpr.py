@@ -278,6 +278,18 @@ def test_configured_patterns_extend_or_create_regions() -> None:
         PlateGrammar.for_region("nowhere")
 
 
+def test_rarer_layout_loses_a_close_call_but_reads_its_own_plates() -> None:
+    grammar = PlateGrammar.for_region("x", {"x": ["LLL-NNNN", "LLLNLNN?"]})
+    assert not compile_layout("LLLNLNN?").fallback and compile_layout("LLLNLNN?").penalty > 0
+    # A bar between 6 and 57 that reads more like I than 1: the commoner all-digit layout wins ...
+    spec = _plain("OUG6") + [{"I": 0.7, "1": 0.3}, {"_": 1.0}] + _plain("57")
+    best = grammar.decode(_frames(spec))[0]
+    assert best.plate == "OUG6157" and not best.fallback
+    # ... while a letter that no digit looks like keeps the rarer layout.
+    best = grammar.decode(_frames(_plain("BRA2E19")))[0]
+    assert best.plate == "BRA2E19" and not best.fallback
+
+
 def test_fallback_layout_reads_vanity_plates() -> None:
     best = PlateGrammar.for_region("us").decode(_frames(_plain("GOHAWKS")))[0]
     assert best.plate == "GOHAWKS"
