@@ -42,10 +42,6 @@ LAYOUTS = [
 
 #: Characters the recogniser confuses on plate typefaces: drawn more often.
 HARD = "WMHNQODUK0871I4AVYXZ2S5B8G6"
-#: Letters many plate series leave out (too like 1): drawn at a third of the rate, so a bar with
-#: nothing else to tell is read the way plates usually mean it. (Drawing O and Q rarely as well
-#: made the network read real O as Q or D: 71 % BR exact instead of 82 %.)
-RARE = "I"
 
 
 def plate_text(rng: random.Random) -> list[str]:
@@ -56,24 +52,13 @@ def plate_text(rng: random.Random) -> list[str]:
         chars = []
         for slot in part:
             pool = {"L": LETTERS, "N": DIGITS, "A": LETTERS + DIGITS}[slot]
-            while True:
-                if rng.random() < 0.35:
-                    ch = rng.choice([c for c in HARD if c in pool])
-                else:
-                    ch = rng.choice(pool)
-                if ch not in RARE or rng.random() < 0.33:
-                    break
-            chars.append(ch)
+            if rng.random() < 0.35:
+                hard = [c for c in HARD if c in pool]
+                chars.append(rng.choice(hard))
+            else:
+                chars.append(rng.choice(pool))
         groups.append("".join(chars))
     return groups
-
-
-def timestamp_text(rng: random.Random) -> str:
-    y, mo, d = rng.randint(2005, 2035), rng.randint(1, 12), rng.randint(1, 28)
-    h, mi, se = rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)
-    date = rng.choice([f"{y}-{mo:02d}-{d:02d}", f"{d:02d}.{mo:02d}.{y}", f"{mo:02d}/{d:02d}/{y}", f"{y % 100:02d}-{mo:02d}-{d:02d}"])
-    time = rng.choice([f"{h:02d}:{mi:02d}:{se:02d}", f"{h:02d}:{mi:02d}"])
-    return rng.choice([date, time, f"{date} {time}"])
 
 
 def find_fonts(folders: list[Path]) -> list[Path]:
@@ -161,16 +146,8 @@ class PlateSynth:
 
     def sample(self) -> Sample:
         rng = self.rng
-        if rng.random() < 0.06:
-            # A camera's burned-in date or time: read with its punctuation, so the reader can
-            # tell it from a plate (gatekeeper.anpr.looks_like_overlay).
-            groups, sep = [timestamp_text(rng)], ""
-            label = groups[0].replace(" ", "")
-        else:
-            groups = plate_text(rng)
-            sep = rng.choice(["", " ", " ", "-", "dot", "emblem"])
-            # A dash is read as a dash (the stock network's habit, kept); other marks as nothing.
-            label = ("-" if sep == "-" else "").join(groups)
+        groups = plate_text(rng)
+        label = "".join(groups)
         font_path = rng.choice(self.fonts)
         cap = 48
         font = self._font(font_path, int(cap * 1.4))
@@ -182,6 +159,7 @@ class PlateSynth:
         font = self._font(font_path, max(8, int(cap * 1.4 * cap / real_cap)))
         condense = rng.choice([rng.uniform(0.55, 0.85), rng.uniform(0.8, 1.15)])
         spacing = rng.uniform(0.02, 0.25)
+        sep = rng.choice(["", " ", " ", "-", "dot", "emblem"])
         ink, top, bottom = self._glyph_line(groups, font, cap, condense, spacing, sep)
         # Stroke weight.
         k = rng.random()
@@ -191,7 +169,7 @@ class PlateSynth:
             ink = cv2.erode(ink, np.ones((2, 2), np.uint8))
 
         pad_y = rng.uniform(0.03, 0.35)
-        real_x = rng.uniform(0.05, 0.6)
+        real_x = rng.uniform(0.05, 0.3)
         y0 = max(0, int(top - pad_y * cap))
         y1 = min(ink.shape[0], int(bottom + pad_y * cap))
         # Real context at the ends: the line itself is padded with real_x of plate, then frame bits.
@@ -211,11 +189,6 @@ class PlateSynth:
             side = rng.choice([0, ink.shape[1] - 1])
             t = rng.randint(1, max(2, cap // 10))
             cv2.line(context, (side, 0), (side, h_full), 1.0, t)
-        if rng.random() < 0.25:  # a state emblem or sticker right beside the first or last character
-            x = rng.choice([rng.randint(0, max(1, margin)), ink.shape[1] - rng.randint(1, max(2, margin + 1))])
-            size = int(cap * rng.uniform(0.2, 0.5))
-            cv2.ellipse(context, (x, rng.randint(top, bottom)), (max(1, size // 3), size), rng.uniform(-30, 30),
-                        0, 360, rng.uniform(0.4, 1.0), -1 if rng.random() < 0.6 else max(1, cap // 12))
         if rng.random() < 0.2:
             cv2.circle(context, (rng.randint(0, ink.shape[1]), rng.choice([top - cap // 5, bottom + cap // 5])),
                        cap // 10, 1.0, -1)
