@@ -278,6 +278,14 @@ def looks_like_overlay(raw: str) -> bool:
     return bool(_OVERLAY.search(raw.replace(" ", "")))
 
 
+def _at_frame_edge(row: TextRow, frame_h: float) -> bool:
+    """True for a row touching the top or bottom 2 % of the frame, where cameras burn in their
+    timestamp. Read there as digits only, it is taken for one: the plate_g2 network reads the
+    date's digits but, trained on plates, not always its dashes and colons."""
+    y, h = row.box[1], row.box[3]
+    return y <= 0.02 * frame_h or y + h >= 0.98 * frame_h
+
+
 def same_line(a: TextRow, b: TextRow) -> bool:
     """True when two rows are pieces of one line of text: same height, same baseline band."""
     ratio = a.char_height / b.char_height
@@ -371,12 +379,15 @@ class PlateReader:
         crops = [_row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]
         views = [_stretch(c) for c, _ in crops]
         alphabet = self._recognizer.alphabet
+        frame_h = grey.shape[0] * scale
         for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
-            if looks_like_overlay(raw_reading(probs, alphabet)):
+            decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
+            if looks_like_overlay(raw_reading(probs, alphabet)) or (
+                decoded and decoded[0].plate.isdigit() and _at_frame_edge(cand.row, frame_h)
+            ):
                 if overlays is not None:
                     overlays.append(cand.row)
                 continue
-            decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             if decoded:
                 cand.add(decoded[0], crop, box)
 

@@ -236,6 +236,16 @@ def test_a_bar_shaped_i_at_the_end_belongs_to_the_row() -> None:
     assert row.box[0] + row.box[2] >= ink.max()
 
 
+@pytest.mark.parametrize("y, expected", [(0, None), (200, "2024051")])
+def test_digits_burned_in_at_the_frame_edge_are_a_timestamp(reader: PlateReader, y: int, expected: str | None) -> None:
+    """The same digits read as a plate in mid-frame, and as the camera's timestamp at the top edge."""
+    scene = np.full((480, 640, 3), 90, np.uint8)
+    cv2.rectangle(scene, (10, y), (260, y + 36), (0, 0, 0), -1)
+    cv2.putText(scene, "2024051", (16, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3, cv2.LINE_AA)
+    read = reader.read(scene, region="us")
+    assert (read.normalised if read else None) == expected
+
+
 def _row(x: int, y: int, h: int) -> TextRow:
     return TextRow(box=(x, y, 5 * h, h), angle=0.0, char_height=float(h), count=5, score=1.0)
 
