@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gatekeeper.anpr import PlateReader  # noqa: E402
+from gatekeeper.ocr_models import PLATE_RECOGNIZER, RECOGNIZERS  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most N images per region")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--misses", action="store_true", help="print every wrong read")
-    parser.add_argument("--recognizer", default="plate_g2", help="plate_g2 (default) or english_g2 (stock)")
+    parser.add_argument("--recognizer", default=PLATE_RECOGNIZER, choices=RECOGNIZERS,
+                        help="plate_g2: fine-tuned on plates (default); english_g2: EasyOCR's stock")
     parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

