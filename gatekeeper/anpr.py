@@ -382,10 +382,9 @@ class PlateReader:
         alphabet = self._recognizer.alphabet
         frame_h = grey.shape[0] * scale
         for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
-            decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
-            if looks_like_overlay(raw_reading(probs, alphabet)) or (
-                decoded and decoded[0].plate.isdigit() and _at_frame_edge(cand.row, frame_h)
-            ):
+            dated = looks_like_overlay(raw_reading(probs, alphabet))
+            decoded = [] if dated else grammar.decode(reduce_probabilities(probs, alphabet), top=1)
+            if dated or (decoded and decoded[0].plate.isdigit() and _at_frame_edge(cand.row, frame_h)):
                 if overlays is not None:
                     overlays.append(cand.row)
                 continue

@@ -155,14 +155,13 @@ def _read_tuning(path: Path, state: dict[str, Any], torch: Any) -> dict[str, Any
     return {key: value.to(state[key].dtype) for key, value in tensors.items()}
 
 
-def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = None) -> tuple[Any, str]:
+def build_easyocr_network(folder: Path, torch: Any, tuning: Path | None = None) -> tuple[Any, str]:
     """EasyOCR's ``english_g2`` network with its weights, built as ``easyocr.Reader`` builds it.
 
     With ``tuning``, the tensors in that file (see :data:`PLATE_TUNING_FILE`) replace the
-    stock ones before quantisation. Returns the model (dynamically quantised, eval mode)
-    and its alphabet: class ``i`` (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC
-    blank, exactly the order of EasyOCR's ``CTCLabelConverter`` (the config's
-    ``characters``, unsorted).
+    stock ones. Returns the float network (what training fine-tunes) and its alphabet:
+    class ``i`` (``i >= 1``) is ``alphabet[i - 1]``, class 0 the CTC blank, exactly the
+    order of EasyOCR's ``CTCLabelConverter`` (the config's ``characters``, unsorted).
     """
     config, vgg_model = _easyocr_parts()
     spec = config.recognition_models["gen2"][EASYOCR_RECOGNIZER]
@@ -187,7 +186,12 @@ def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = Non
     if tuning is not None:
         state.update(_read_tuning(tuning, state, torch))
     model.load_state_dict(state)
-    del state
+    return model, alphabet
+
+
+def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = None) -> tuple[Any, str]:
+    """:func:`build_easyocr_network`, dynamically quantised and in eval mode, as EasyOCR runs it on CPU."""
+    model, alphabet = build_easyocr_network(folder, torch, tuning)
     try:
         # What EasyOCR does on CPU (its default quantize=True), failure included: keep float weights.
         torch.quantization.quantize_dynamic(model, dtype=torch.qint8, inplace=True)
@@ -195,6 +199,33 @@ def _load_easyocr_recognizer(folder: Path, torch: Any, tuning: Path | None = Non
         log.warning("dynamic quantisation of the EasyOCR recogniser failed; running it unquantised", exc_info=True)
     model.eval()
     return model, alphabet
+
+
+def prepare_crop(crop: np.ndarray, *, height: int = 64, max_width: int = 640) -> np.ndarray:
+    """A crop as the g2 recognisers read it: grey, ``height`` high, width by aspect (at most ``max_width``)."""
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape[:2]
+    width = min(max_width, max(height // 2, math.ceil(height * w / max(h, 1))))
+    interp = cv2.INTER_AREA if h > height else cv2.INTER_CUBIC
+    return cv2.resize(grey, (width, height), interpolation=interp)
+
+
+def pad_batch(prepared: Sequence[np.ndarray]) -> np.ndarray:
+    """Prepared crops as one normalised ``(N, 1, H, W)`` float32 batch, W the widest crop's.
+
+    Each crop is padded on the right with its last column, as EasyOCR's own NormalizePAD does.
+    """
+    height, width = prepared[0].shape[0], max(p.shape[1] for p in prepared)
+    batch = np.empty((len(prepared), 1, height, width), dtype=np.float32)
+    for i, p in enumerate(prepared):
+        batch[i, 0, :, : p.shape[1]] = p
+        batch[i, 0, :, p.shape[1]:] = p[:, -1:]
+    return (batch / 255.0 - 0.5) / 0.5
+
+
+def own_frames(frames: int, width: int, batch_width: int) -> int:
+    """How many of a batch's ``frames`` output frames saw a crop ``width`` wide; the rest saw padding."""
+    return max(1, min(frames, math.ceil(frames * width / batch_width)))
 
 
 class Recognizer(Protocol):
@@ -259,11 +290,7 @@ class EasyOcrRecognizer:
                  f" with {tuning}" if tuning else "", self.load_seconds)
 
     def _prepare(self, crop: np.ndarray) -> np.ndarray:
-        grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-        h, w = grey.shape[:2]
-        width = min(self._max_width, max(self.input_height // 2, math.ceil(self.input_height * w / max(h, 1))))
-        interp = cv2.INTER_AREA if h > self.input_height else cv2.INTER_CUBIC
-        return cv2.resize(grey, (width, self.input_height), interpolation=interp)
+        return prepare_crop(crop, height=self.input_height, max_width=self._max_width)
 
     def probabilities(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not crops:
@@ -284,22 +311,12 @@ class EasyOcrRecognizer:
 
     def _run(self, prepared: list[np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
-        width = max(p.shape[1] for p in prepared)
-        batch = np.empty((len(prepared), 1, self.input_height, width), dtype=np.float32)
-        for i, p in enumerate(prepared):
-            # Pad on the right with the last column, as EasyOCR's own NormalizePAD does.
-            batch[i, 0, :, : p.shape[1]] = p
-            batch[i, 0, :, p.shape[1]:] = p[:, -1:]
-        batch = (batch / 255.0 - 0.5) / 0.5
+        batch = pad_batch(prepared)
         with torch.inference_mode():
             logits = self._model(torch.from_numpy(batch), None)
             probs = torch.softmax(logits, dim=2).numpy()
-        out = []
-        for i, p in enumerate(prepared):
-            # Frames past the crop's own width only saw padding: drop them.
-            frames = max(1, min(probs.shape[1], int(math.ceil(probs.shape[1] * p.shape[1] / width))))
-            out.append(probs[i, :frames])
-        return out
+        # Frames past the crop's own width only saw padding: drop them.
+        return [probs[i, : own_frames(probs.shape[1], p.shape[1], batch.shape[3])] for i, p in enumerate(prepared)]
 
     def close(self) -> None:
         self._model = None

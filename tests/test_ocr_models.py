@@ -20,6 +20,7 @@ from gatekeeper.ocr_models import (
     EasyOcrRecognizer,
     ModelNotFoundError,
 )
+from gatekeeper.plate_formats import raw_reading
 
 
 def _crop(text: str, height: int, scale: float) -> np.ndarray:
@@ -39,10 +40,6 @@ def plate_recognizer() -> EasyOcrRecognizer:
     """The shipped plate tuning over the stock weights."""
     return EasyOcrRecognizer()
 
-
-def _greedy(recognizer: EasyOcrRecognizer, probs: np.ndarray) -> str:
-    best = probs.argmax(axis=1)
-    return "".join(recognizer.alphabet[c - 1] for i, c in enumerate(best) if c and (i == 0 or c != best[i - 1]))
 
 
 def test_same_alphabet_and_probabilities_as_easyocr_reader(recognizer: EasyOcrRecognizer) -> None:
@@ -68,7 +65,7 @@ def test_reads_a_drawn_line(which: str, request: pytest.FixtureRequest) -> None:
     recognizer = request.getfixturevalue(which)
     (probs,) = recognizer.probabilities([_crop("ABC1234", 60, 1.6)])
     assert probs.shape[1] == len(recognizer.alphabet) + 1
-    assert _greedy(recognizer, probs) == "ABC1234"
+    assert raw_reading(probs, recognizer.alphabet) == "ABC1234"
 
 
 def test_plate_tuning_changes_the_network(
@@ -93,7 +90,7 @@ def test_tuning_tensors_are_what_runs(tmp_path: Path, recognizer: EasyOcrRecogni
     torch.save({"base": "english_g2", "format": 1, "tensors": {"Prediction.bias": bias}}, path)
     forced = EasyOcrRecognizer(tuning_file=path, threads=1)
     (probs,) = forced.probabilities([_crop("ABC1234", 60, 1.6)])
-    assert _greedy(forced, probs) == "Z"
+    assert raw_reading(probs, forced.alphabet) == "Z"
 
 
 @pytest.mark.parametrize(

@@ -16,19 +16,24 @@ Nothing here reads the benchmark photos: they stay a held-out measure.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import random
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatekeeper.ocr_models import _G2_NETWORK_PARAMS, _easyocr_parts, locate_weights  # noqa: E402
+from gatekeeper.ocr_models import (  # noqa: E402
+    build_easyocr_network,
+    locate_weights,
+    own_frames,
+    pad_batch,
+    prepare_crop,
+)
+from gatekeeper.plate_formats import normalise, raw_reading  # noqa: E402
 from training.plate_synth import PlateSynth, find_fonts  # noqa: E402
 
 #: ConvNet children below this index stay frozen: conv1..conv6 with their pools, norms and
@@ -36,35 +41,11 @@ from training.plate_synth import PlateSynth, find_fonts  # noqa: E402
 #: costs only conv7, the BiLSTMs and the classifier (~20x cheaper than the whole network on
 #: two CPU cores).
 FIRST_TRAINED_CONV = 18
-HEIGHT = 64
-MAX_WIDTH = 640
 
 
-def prepare(grey: np.ndarray) -> np.ndarray:
-    """As ``EasyOcrRecognizer._prepare``: height 64, width by aspect, at most 640."""
-    h, w = grey.shape[:2]
-    width = min(MAX_WIDTH, max(HEIGHT // 2, math.ceil(HEIGHT * w / max(h, 1))))
-    interp = cv2.INTER_AREA if h > HEIGHT else cv2.INTER_CUBIC
-    return cv2.resize(grey, (width, HEIGHT), interpolation=interp)
-
-
-def batch_tensor(torch, images: list[np.ndarray]):
-    width = max(p.shape[1] for p in images)
-    batch = np.empty((len(images), 1, HEIGHT, width), dtype=np.float32)
-    for i, p in enumerate(images):
-        batch[i, 0, :, : p.shape[1]] = p
-        batch[i, 0, :, p.shape[1]:] = p[:, -1:]
-    return torch.from_numpy((batch / 255.0 - 0.5) / 0.5)
-
-
-def load_model(torch):
-    config, vgg_model = _easyocr_parts()
-    spec = config.recognition_models["gen2"]["english_g2"]
-    alphabet = spec["characters"]
-    model = vgg_model.Model(num_class=len(alphabet) + 1, **_G2_NETWORK_PARAMS)
-    state = torch.load(locate_weights(None) / spec["filename"], map_location="cpu", weights_only=True)
-    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-    return model, alphabet
+def batch_tensor(torch, crops: list[np.ndarray]):
+    """The lines prepared and padded exactly as the reader's recogniser does it."""
+    return torch.from_numpy(pad_batch(crops))
 
 
 def trained_names(model) -> list[str]:
@@ -75,12 +56,6 @@ def trained_names(model) -> list[str]:
                 continue
         names.append(name)
     return names
-
-
-def greedy(probs: np.ndarray, alphabet: str) -> str:
-    idx = probs.argmax(1)
-    out = [alphabet[k - 1] for k, _ in itertools.groupby(idx) if k]
-    return "".join(c for c in "".join(out).upper() if c.isalnum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     val_synth = PlateSynth(fonts, seed=10_000 + args.seed)
     val = [val_synth.sample() for _ in range(256)]
 
-    model, alphabet = load_model(torch)
+    model, alphabet = build_easyocr_network(locate_weights(None), torch)
     names = set(trained_names(model))
     params = []
     for name, p in model.named_parameters():
@@ -129,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             for i in range(0, len(val), 32):
                 chunk = val[i: i + 32]
-                imgs = [prepare(s.image) for s in chunk]
+                imgs = [prepare_crop(s.image) for s in chunk]
                 probs = torch.softmax(model(batch_tensor(torch, imgs), None), 2).numpy()
                 width = max(p.shape[1] for p in imgs)
                 for s, p, pr in zip(chunk, imgs, probs):
-                    frames = max(1, math.ceil(pr.shape[0] * p.shape[1] / width))
-                    ok += greedy(pr[:frames], alphabet) == "".join(c for c in s.label if c.isalnum())
+                    reading = raw_reading(pr[: own_frames(pr.shape[0], p.shape[1], width)], alphabet)
+                    ok += normalise(reading) == normalise(s.label)
         return ok / len(val)
 
     def train_mode() -> None:
@@ -155,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for i in range(0, len(pending), args.batch):
             chunk = pending[i: i + args.batch]
-            imgs = [prepare(s.image) for s in chunk]
+            imgs = [prepare_crop(s.image) for s in chunk]
             x = batch_tensor(torch, imgs)
             feats = frozen(x)
             widths = [p.shape[1] for p in imgs]
@@ -183,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             logits = forward_head(feats)                      # B, T, C
             log_probs = logits.log_softmax(2).permute(1, 0, 2)
             full = max(widths)
-            in_lens = torch.tensor([max(1, math.ceil(logits.shape[1] * w / full)) for w in widths])
+            in_lens = torch.tensor([own_frames(logits.shape[1], w, full) for w in widths])
             targets = torch.tensor([index[c] for label in labels for c in label])
             tgt_lens = torch.tensor([len(label) for label in labels])
             loss = ctc(log_probs, targets, in_lens, tgt_lens)
