@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatekeeper.anpr import PlateReader  # noqa: E402
-from gatekeeper.ocr_models import PLATE_RECOGNIZER, RECOGNIZERS  # noqa: E402
+from gatekeeper.vision.reader import PlateReader  # noqa: E402
+from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, RECOGNIZERS  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

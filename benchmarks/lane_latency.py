@@ -48,9 +48,9 @@ from gatekeeper.config import (  # noqa: E402
     SiteConfig,
     StorageConfig,
 )
-from gatekeeper.daemon import Daemon  # noqa: E402
-from gatekeeper.sdnotify import SystemdNotifier  # noqa: E402
-from gatekeeper.sim_plates import draw_plate_scene, drop_photo  # noqa: E402
+from gatekeeper.service.daemon import Daemon  # noqa: E402
+from gatekeeper.service.sdnotify import SystemdNotifier  # noqa: E402
+from gatekeeper.sim.plates import draw_plate_scene, drop_photo  # noqa: E402
 
 LETTERS = "ABCDEFGHJKLMNPRSTUXYZ"  # W and look-alikes (I, O, Q) left out: plates differ by more than OCR slips
 DIGITS = "0123456789"

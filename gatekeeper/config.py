@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gatekeeper.vision.camera.spec import parse_spec
+
 CONFIG_ENV = "GATEKEEPER_CONFIG"
 #: Looked for, in order, when neither --config nor GATEKEEPER_CONFIG names a file.
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/gatekeeper/config.toml"))
@@ -74,8 +76,6 @@ class LaneConfig(Section):
     @field_validator("camera")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        from gatekeeper.camera import parse_spec  # camera pulls in OpenCV: only when lanes are configured
-
         parse_spec(value)
         return value
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, width, height of the plate region")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.anpr import (
+from gatekeeper.vision.reader import (
     PlateConsolidator,
     PlateRead,
     PlateReader,
@@ -27,8 +27,8 @@ from gatekeeper.anpr import (
     looks_like_overlay,
     same_line,
 )
-from gatekeeper.ocr_models import ModelNotFoundError
-from gatekeeper.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
+from gatekeeper.vision.recognizer import ModelNotFoundError
+from gatekeeper.vision.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
 
 WHITE = (255, 255, 255)
 YELLOW = (0, 220, 255)
@@ -354,7 +354,7 @@ def test_consolidation_without_reads_gives_none() -> None:
 
 def _gatekeeper_command() -> list[str]:
     script = Path(sys.executable).with_name("gatekeeper")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gatekeeper.read_cmd"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gatekeeper.cli.read"]
 
 
 def test_read_command_prints_one_json_line_per_image_and_reports_corrupt_files(tmp_path: Path) -> None:
@@ -368,7 +368,7 @@ def test_read_command_prints_one_json_line_per_image_and_reports_corrupt_files(t
     env = {k: v for k, v in os.environ.items() if k != "GATEKEEPER_CONFIG" and not k.startswith("GATEKEEPER_ANPR")}
     proc = subprocess.run(
         [*_gatekeeper_command(), "read", "--json", "--region", "br", str(good), str(corrupt), str(empty)]
-        if "gatekeeper.read_cmd" not in _gatekeeper_command()
+        if "gatekeeper.cli.read" not in _gatekeeper_command()
         else [*_gatekeeper_command(), "--json", "--region", "br", str(good), str(corrupt), str(empty)],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )

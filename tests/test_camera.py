@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.camera import (
+from gatekeeper.vision.camera.sources import (
     CameraHealth,
     FrameGrabber,
     FrameSource,
@@ -334,7 +334,7 @@ def test_uploads_in_progress_and_other_files_are_left_alone(tmp_path: Path, capl
     (folder / "upload.png.part").write_bytes(png)
     (folder / "upload.jpg.tmp").write_bytes(encode(scene(2), ".jpg"))
     (folder / "meta.xml").write_text("<event/>")
-    with caplog.at_level("WARNING", logger="gatekeeper.camera"):
+    with caplog.at_level("WARNING", logger="gatekeeper.vision.camera.sources"):
         assert source.read(0.4) is None
         assert source.read(0.1) is None
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from gatekeeper.config import DaemonConfig, MqttConfig, Settings, SiteConfig, StorageConfig, load_settings
-from gatekeeper.control import ControlError, ControlServer, PeerCredentials, request
-from gatekeeper.daemon import Daemon
-from gatekeeper.sdnotify import SystemdNotifier
-from gatekeeper.sim_plates import draw_plate_scene, drop_photo
+from gatekeeper.service.control import ControlError, ControlServer, PeerCredentials, request
+from gatekeeper.service.daemon import Daemon
+from gatekeeper.service.sdnotify import SystemdNotifier
+from gatekeeper.sim.plates import draw_plate_scene, drop_photo
 from gatekeeper.store import Store
 from tests.test_lane import lane_config
 

@@ -19,8 +19,8 @@ from gpiozero.exc import DeviceClosed
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from gatekeeper.config import LaneConfig
-from gatekeeper.gate import Barrier, GateEvent, GateState
-from gatekeeper.pins import PinFactoryError, make_pin_factory
+from gatekeeper.hardware.barrier import Barrier, GateEvent, GateState
+from gatekeeper.hardware.pins import PinFactoryError, make_pin_factory
 
 RELAY, ARRIVAL, SAFETY_LOOP, PHOTOCELL = 17, 5, 27, 22
 WAIT = 3.0  # generous upper bound for anything that should take tens of ms

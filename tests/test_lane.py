@@ -1,6 +1,6 @@
 """The lane runner end to end: real watch-folder camera, real plate reader, real SQLite, MockFactory pins.
 
-Plates are drawn with OpenCV (gatekeeper.sim_plates); the relay coil is a gpiozero mock pin
+Plates are drawn with OpenCV (gatekeeper.sim.plates); the relay coil is a gpiozero mock pin
 whose state hook checks, at the instant the relay is energised, that the
 decision is already on disk (read through a second SQLite connection).
 """
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from gatekeeper.anpr import PlateReader
-from gatekeeper.camera import FrameGrabber
+from gatekeeper.vision.reader import PlateReader
+from gatekeeper.vision.camera.sources import FrameGrabber
 from gatekeeper.config import LaneConfig, MqttConfig, Settings, SiteConfig, StorageConfig
-from gatekeeper.gate import Barrier
+from gatekeeper.hardware.barrier import Barrier
 from gatekeeper.lane import LaneOutcome, LaneRunner
-from gatekeeper.sim_plates import draw_plate_scene, drop_photo
+from gatekeeper.sim.plates import draw_plate_scene, drop_photo
 from gatekeeper.store import Store
 
 DECISION_TIMEOUT_S = 60.0

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.ocr_models import (
+from gatekeeper.vision.recognizer import (
     EASYOCR_RECOGNIZER_FILE,
     PLATE_TUNING_FILE,
     EasyOcrRecognizer,
     ModelNotFoundError,
 )
-from gatekeeper.plate_formats import raw_reading
+from gatekeeper.vision.plate_formats import raw_reading
 
 
 def _crop(text: str, height: int, scale: float) -> np.ndarray:
@@ -44,7 +44,7 @@ def plate_recognizer() -> EasyOcrRecognizer:
 
 def test_same_alphabet_and_probabilities_as_easyocr_reader(recognizer: EasyOcrRecognizer) -> None:
     easyocr = pytest.importorskip("easyocr")
-    from gatekeeper.ocr_models import locate_weights
+    from gatekeeper.vision.recognizer import locate_weights
 
     reader = easyocr.Reader(
         ["en"], gpu=False, model_storage_directory=str(locate_weights(None)),
@@ -122,7 +122,7 @@ def test_unknown_recogniser_name() -> None:
 
 def test_loading_does_not_import_easyocr_or_the_detector_stack() -> None:
     code = (
-        "import sys, json; from gatekeeper.ocr_models import EasyOcrRecognizer; EasyOcrRecognizer(threads=1); "
+        "import sys, json; from gatekeeper.vision.recognizer import EasyOcrRecognizer; EasyOcrRecognizer(threads=1); "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)

@@ -14,7 +14,7 @@ import pytest
 
 from gatekeeper.messages import LaneEvent, Occupancy, PaidEvent, RejectedEvent, Reply, validate_outbound
 from gatekeeper.rules import Reason, Tariff, decide_entry, decide_exit
-from gatekeeper.signing import sign
+from gatekeeper.sync.signing import sign
 from gatekeeper.store import Store
 from gatekeeper.sync import REJECT_EVENTS_PER_MINUTE, CloudSync
 from tests.broker import LOT, SECRET, Mosquitto, Subscriber, sync_settings

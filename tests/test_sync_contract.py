@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.messages import COMMANDS, render_schemas
-from gatekeeper.signing import SignatureError, canonical_json, check_fresh, sign, signature, verify_signature
+from gatekeeper.sync.signing import SignatureError, canonical_json, check_fresh, sign, signature, verify_signature
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

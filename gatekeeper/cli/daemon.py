@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from gatekeeper.cliutil import fail, settings_from_args
+from gatekeeper.cli.util import fail, settings_from_args
 from gatekeeper.config import Settings
 
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from gatekeeper.daemon import Daemon
+    from gatekeeper.service.daemon import Daemon
 
     if args.sim:
         settings.hardware.pin_factory = "mock"
@@ -91,7 +91,7 @@ def _folder(camera: str) -> Any:
 
 
 def _ask(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
-    from gatekeeper.control import ControlError, request
+    from gatekeeper.service.control import ControlError, request
 
     try:
         reply = request(settings.control_socket_path, payload, timeout=30.0)

@@ -16,7 +16,7 @@ import time
 from typing import Any, Sequence
 
 from gatekeeper import __version__
-from gatekeeper.cliutil import (
+from gatekeeper.cli.util import (
     fail,
     local_time,
     parse_since,
@@ -30,7 +30,7 @@ from gatekeeper.rules import fee_due, format_money
 from gatekeeper.store import Store, StoreError, from_iso, session_view
 
 #: Modules that add their own subcommands with ``register(subparsers)``.
-COMMAND_MODULES = ("gatekeeper.read_cmd", "gatekeeper.daemon_cmd")
+COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon")
 
 SESSION_COLUMNS = ("id", "plate", "status", "entry_lane", "entry_at", "paid_at", "amount_paid", "exit_at")
 TIME_KEYS = ("entry_at", "paid_at", "exit_at", "at", "created_at", "sent_at")
@@ -78,7 +78,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def _daemon_status(settings: Settings) -> dict[str, Any] | None:
     """Live lane/camera/sync state from a running daemon, or None when none answers."""
     try:
-        control = importlib.import_module("gatekeeper.control")
+        control = importlib.import_module("gatekeeper.service.control")
         return control.request(settings.control_socket_path, {"cmd": "status"}, timeout=3.0)
     except Exception:  # no daemon, no socket, or no permission: the database still answers
         return None

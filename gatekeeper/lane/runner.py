@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Protocol
 import numpy as np
 
 from gatekeeper.config import AnprConfig, LaneConfig, Settings, StorageConfig
-from gatekeeper.display import LaneDisplay, make_display
+from gatekeeper.hardware.display import LaneDisplay, make_display
 from gatekeeper.rules import (
     Decision,
     Policy,
@@ -751,7 +751,7 @@ def policy_from_settings(settings: Settings) -> Policy:
 
 def default_consolidator_factory(anpr: AnprConfig) -> ConsolidatorFactory:
     """PlateConsolidator from anpr.py with the configured thresholds."""
-    from gatekeeper.anpr import PlateConsolidator
+    from gatekeeper.vision.reader import PlateConsolidator
 
     def make() -> ConsolidatorLike:
         return PlateConsolidator(accept_confidence=anpr.accept_confidence, max_frames=anpr.max_frames)

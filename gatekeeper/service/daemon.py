@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, LaneConfig, Settings, load_settings
-from gatekeeper.control import ControlServer, PeerCredentials
-from gatekeeper.gate import Barrier, GateEvent, GateState
+from gatekeeper.service.control import ControlServer, PeerCredentials
+from gatekeeper.hardware.barrier import Barrier, GateEvent, GateState
 from gatekeeper.lane import (
     ConsolidatorFactory,
     GrabberLike,
@@ -35,7 +35,7 @@ from gatekeeper.lane import (
     default_consolidator_factory,
     policy_from_settings,
 )
-from gatekeeper.sdnotify import SystemdNotifier
+from gatekeeper.service.sdnotify import SystemdNotifier
 from gatekeeper.store import Store, tariff_from_config
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Daemon:
         if self._reader is None:
             self._reader = self._load_reader()
         if self._pin_factory is None:
-            from gatekeeper.pins import make_pin_factory
+            from gatekeeper.hardware.pins import make_pin_factory
 
             self._pin_factory = make_pin_factory(s.hardware.pin_factory)
         if self._consolidator_factory is None:
@@ -146,7 +146,7 @@ class Daemon:
         log.info("ready in %.1f s: %d lane(s), pin factory %s", time.monotonic() - t0, len(self.lanes), s.hardware.pin_factory)
 
     def _load_reader(self) -> ReaderLike:
-        from gatekeeper.anpr import PlateReader
+        from gatekeeper.vision.reader import PlateReader
 
         t0 = time.monotonic()
         reader = PlateReader.from_config(self.settings.anpr)
@@ -162,7 +162,7 @@ class Daemon:
         if self._grabber_factory is not None:
             grabber = self._grabber_factory(lane)
         else:
-            from gatekeeper.camera import FrameGrabber
+            from gatekeeper.vision.camera.sources import FrameGrabber
 
             grabber = FrameGrabber.from_config(lane)
         return LaneRunner.from_settings(

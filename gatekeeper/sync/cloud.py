@@ -53,9 +53,9 @@ from gatekeeper.messages import (
     TariffCommand,
 )
 from gatekeeper.rules import Tariff, match_session, normalise_plate
-from gatekeeper.signing import SignatureError, check_fresh, verify_signature
+from gatekeeper.sync.signing import SignatureError, check_fresh, verify_signature
 from gatekeeper.store import Store, StoreError, UnknownSession, from_iso, to_iso, utcnow
-from gatekeeper.uploads import PhotoUploader
+from gatekeeper.sync.uploads import PhotoUploader
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from gatekeeper.plate_formats import BUILTIN_FORMATS, PlateGrammar
+from gatekeeper.vision.plate_formats import BUILTIN_FORMATS, PlateGrammar
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read every image; 0 when all could be decoded, 1 otherwise, 2 on bad configuration."""
-    from gatekeeper.anpr import PlateReader
-    from gatekeeper.cliutil import settings_from_args
-    from gatekeeper.ocr_models import ModelNotFoundError
+    from gatekeeper.vision.reader import PlateReader
+    from gatekeeper.cli.util import settings_from_args
+    from gatekeeper.vision.recognizer import ModelNotFoundError
 
     settings = settings_from_args(args)
     anpr = settings.anpr
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gatekeeper.read_cmd``: the same command without the full CLI."""
+    """``python -m gatekeeper.cli.read``: the same command without the full CLI."""
     parser = argparse.ArgumentParser(prog="gatekeeper read", description="Read licence plates in image files.")
     parser.add_argument("--config", help="configuration file (default: GATEKEEPER_CONFIG or built-in defaults)")
     _add_arguments(parser)

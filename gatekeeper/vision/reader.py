@@ -6,7 +6,7 @@ with OpenCV as *rows of character-like blobs of similar height* (a strong plate
 cue that also yields a tight, deskewed text-line crop, which the recogniser
 needs: it reads whole plates with state names and frames badly), the best few
 rows are recognised in one batch, and each is decoded through the region's
-plate layouts (see :mod:`gatekeeper.plate_formats`), which resolves O/0, I/1,
+plate layouts (see :mod:`gatekeeper.vision.plate_formats`), which resolves O/0, I/1,
 B/8 ... by position. A vehicle's several frames are combined by
 :class:`PlateConsolidator`.
 """
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import cv2
 import numpy as np
 
-from gatekeeper.ocr_models import PLATE_RECOGNIZER, EasyOcrRecognizer, ModelNotFoundError, Recognizer
-from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
+from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, EasyOcrRecognizer, ModelNotFoundError, Recognizer
+from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig

@@ -1,0 +1,1 @@
+"""Lane hardware: the barrier state machine, GPIO pins and presence inputs, lane displays."""

@@ -1,0 +1,1 @@
+"""Plate reading: camera sources, plate detection and recognition, plate grammars, model files."""
