@@ -16,7 +16,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
@@ -257,6 +257,68 @@ def validate_outbound(topic: str, payload: str | bytes) -> BaseModel:
     if topic.startswith("lanes/") and topic.endswith("/gate"):
         return GateState.model_validate_json(payload)
     raise ValueError(f"no model for topic {topic!r}")
+
+
+# --------------------------------------------------------------------------- outbound payloads
+# The store and the lane hand typed values to these builders; nothing else makes an outgoing payload.
+
+
+def encode(payload: Mapping[str, Any]) -> str:
+    """The wire form of an outbound payload (compact JSON), as the outbox keeps it."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def event_topic(kind: str) -> str:
+    return EVENT_TOPIC.format(kind=kind)
+
+
+def gate_topic(lane: str) -> str:
+    return GATE_TOPIC.format(lane=lane)
+
+
+def event_payload(
+    *,
+    event_id: str,
+    lot: str,
+    lane: str | None,
+    kind: str,
+    at: str,
+    plate: str,
+    session_id: int | None,
+    reason: str,
+    message: str,
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An :class:`Event` (``events/{kind}``); ``data`` adds the kind's own keys."""
+    return {
+        "id": event_id,
+        "lot": lot,
+        "lane": lane,
+        "kind": kind,
+        "at": at,
+        "plate": plate,
+        "session_id": session_id,
+        "reason": reason,
+        "message": message,
+        **(data or {}),
+    }
+
+
+def occupancy_payload(*, msg_id: str, lot: str, at: str, capacity: int, occupied: int) -> dict[str, Any]:
+    """An :class:`Occupancy` (``occupancy``, retained)."""
+    return {
+        "id": msg_id,
+        "lot": lot,
+        "at": at,
+        "capacity": capacity,
+        "occupied": occupied,
+        "free": max(0, capacity - occupied),
+    }
+
+
+def gate_state_payload(*, msg_id: str, lot: str, lane: str, state: str, at: str, detail: str) -> dict[str, Any]:
+    """A :class:`GateState` (``lanes/{lane}/gate``, retained)."""
+    return {"id": msg_id, "lot": lot, "lane": lane, "state": state, "at": at, "detail": detail}
 
 
 # --------------------------------------------------------------------------- schemas

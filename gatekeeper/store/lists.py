@@ -1,0 +1,153 @@
+"""What the cloud sends down and the rules read: allow/deny lists, reservations, the tariff."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Literal, Mapping, Sequence
+
+from gatekeeper.rules import ListEntry, Reservation, Tariff, normalise_plate
+from gatekeeper.store.db import Database
+from gatekeeper.store.events import EventLog
+from gatekeeper.store.records import Clock, StoreError, from_iso, to_iso
+
+
+class AccessLists:
+    """Allow and deny lists, and reservations."""
+
+    def __init__(self, database: Database, events: EventLog, *, clock: Clock) -> None:
+        self._db = database
+        self._events = events
+        self.clock = clock
+
+    def list_entries(self) -> list[ListEntry]:
+        return [
+            ListEntry(r["plate"], r["kind"], from_iso(r["valid_from"]), from_iso(r["valid_until"]))
+            for r in self._db.rows("SELECT * FROM lists ORDER BY kind, plate")
+        ]
+
+    def set_list_entries(
+        self, kind: Literal["allow", "deny"], entries: Sequence[Mapping[str, Any]], *, replace: bool = False
+    ) -> int:
+        """Add/update entries (``plate``, optional ``valid_from``/``valid_until``/``note``)."""
+        if kind not in ("allow", "deny"):
+            raise StoreError(f"list kind must be allow or deny, got {kind!r}")
+        now = to_iso(self.clock())
+        rows = []
+        for e in entries:
+            key = normalise_plate(str(e.get("plate", "")))
+            if not key:
+                raise StoreError(f"list entry without a plate: {dict(e)!r}")
+            vf, vu = e.get("valid_from"), e.get("valid_until")
+            rows.append(
+                (key, kind, to_iso(vf) if isinstance(vf, datetime) else vf,
+                 to_iso(vu) if isinstance(vu, datetime) else vu, e.get("note"), now)
+            )
+        with self._db.transaction() as conn:
+            if replace:
+                conn.execute("DELETE FROM lists WHERE kind=?", (kind,))
+            conn.executemany(
+                "INSERT INTO lists(plate, kind, valid_from, valid_until, note, updated_at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(plate, kind) DO UPDATE SET valid_from=excluded.valid_from, "
+                "valid_until=excluded.valid_until, note=excluded.note, updated_at=excluded.updated_at",
+                rows,
+            )
+            self._events.append(
+                conn, "list_updated", now=self.clock(), reason=f"{kind}_list",
+                message=f"{kind} list: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}"
+                + (" (replaced)" if replace else ""), publish=False,
+            )
+        return len(rows)
+
+    def remove_list_entries(self, kind: str, plates: Sequence[str]) -> int:
+        with self._db.transaction() as conn:
+            n = 0
+            for p in plates:
+                n += conn.execute(
+                    "DELETE FROM lists WHERE kind=? AND plate=?", (kind, normalise_plate(p))
+                ).rowcount
+            return n
+
+    def reservations(self) -> list[Reservation]:
+        return [
+            Reservation(r["id"], r["plate"], from_iso(r["valid_from"]), from_iso(r["valid_until"]))  # type: ignore[arg-type]
+            for r in self._db.rows("SELECT * FROM reservations ORDER BY valid_from")
+        ]
+
+    def upsert_reservation(
+        self, reservation_id: str, plate: str, valid_from: datetime, valid_until: datetime, note: str | None = None
+    ) -> None:
+        key = normalise_plate(plate)
+        if not key or not reservation_id:
+            raise StoreError("a reservation needs an id and a plate")
+        if valid_until <= valid_from:
+            raise StoreError("reservation valid_until must be after valid_from")
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO reservations(id, plate, valid_from, valid_until, note, updated_at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET plate=excluded.plate, valid_from=excluded.valid_from, "
+                "valid_until=excluded.valid_until, note=excluded.note, updated_at=excluded.updated_at",
+                (reservation_id, key, to_iso(valid_from), to_iso(valid_until), note, to_iso(self.clock())),
+            )
+
+    def delete_reservation(self, reservation_id: str) -> bool:
+        with self._db.transaction() as conn:
+            return conn.execute("DELETE FROM reservations WHERE id=?", (reservation_id,)).rowcount > 0
+
+
+class Tariffs:
+    """The tariff in force: the cloud's when it sent one, else the configuration's default."""
+
+    def __init__(self, database: Database, events: EventLog, *, default: Tariff, clock: Clock) -> None:
+        self._db = database
+        self._events = events
+        self._default = default
+        self._lock = threading.Lock()
+        self.clock = clock
+
+    def tariff(self) -> Tariff:
+        """The cloud's tariff when it sent one, else the default (the config file's)."""
+        rows = self._db.rows("SELECT data FROM tariff WHERE id=1")
+        if not rows:
+            with self._lock:
+                return self._default
+        return Tariff(**json.loads(rows[0]["data"]))
+
+    def set_default_tariff(self, tariff: Tariff) -> None:
+        """Replace the fallback tariff (the config file's, e.g. after a reload); a cloud tariff still wins.
+
+        Not stored: the default comes from the configuration at every start.
+        """
+        if not isinstance(tariff, Tariff):
+            raise TypeError(f"expected a Tariff, got {type(tariff).__name__}")
+        with self._lock:
+            self._default = tariff
+
+    def set_tariff(self, tariff: Tariff, *, by: str = "cloud") -> None:
+        now = self.clock()
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO tariff(id, data, updated_at, updated_by) VALUES (1,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at, "
+                "updated_by=excluded.updated_by",
+                (json.dumps(asdict(tariff)), to_iso(now), by),
+            )
+            self._events.append(
+                conn, "tariff_updated", now=now, reason=f"tariff_by_{by}", message="tariff updated",
+                data={"tariff": asdict(tariff), "by": by}, publish=False,
+            )
+
+
+def tariff_from_config(settings: Any) -> Tariff:
+    t = settings.tariff
+    return Tariff(
+        free_minutes=t.free_minutes,
+        interval_minutes=t.interval_minutes,
+        rate=t.rate,
+        daily_max=t.daily_max,
+        grace_minutes=t.grace_minutes,
+        currency=settings.site.currency,
+        currency_digits=settings.site.currency_digits,
+    )
