@@ -68,7 +68,7 @@ def run(events: int, broker_inflight: int, max_inflight: int) -> dict[str, float
                 sync = CloudSync(settings, store).start()
                 try:
                     wait_for(lambda: sync.connected, 30)
-                    window = sync._window
+                    window = sync.pump.window
 
                     # 1. drain rate, connected
                     make_backlog(store, events)
