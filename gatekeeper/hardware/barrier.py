@@ -30,16 +30,16 @@ state have been delivered, so a caller can check their effects straight away.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.exc import DeviceClosed
+
+from gatekeeper.hardware.devices import BarrierPins, PresenceInput
+from gatekeeper.hardware.scheduling import Dispatcher, Timers
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -81,21 +81,23 @@ class GateEvent:
 
 
 @dataclass(slots=True)
-class _Input:
-    """One presence input with its raw (last edge) and accepted (debounced) level."""
+class VehicleCycle:
+    """The vehicle bookkeeping of one open cycle (from leaving CLOSED until CLOSED again)."""
 
-    name: str
-    role: Literal["arrival", "safety"]
-    device: DigitalInputDevice
-    raw: bool
-    accepted: bool
+    authorised: int = 0  # vehicles allowed through and not yet seen passing
+    passes: int = 0  # vehicles that cleared the safety zone since the barrier left CLOSED
+    occupant: str | None = None  # who is in the safety zone now: authorised/tailgating/unknown
 
-
-@dataclass(slots=True)
-class _Timer:
-    """A pending action; the entry's identity tells a fired timer whether it is still current."""
-
-    thread: threading.Timer
+    def classify(self, *, barrier_down: bool) -> str:
+        """A vehicle entered the safety zone (or stood there as we opened): whose turn is it?"""
+        if self.authorised > 0:
+            self.authorised -= 1
+            self.occupant = "authorised"
+        elif not barrier_down and self.passes > 0:
+            self.occupant = "tailgating"
+        else:
+            self.occupant = "unknown"
+        return self.occupant
 
 
 class Barrier:
@@ -124,17 +126,7 @@ class Barrier:
         on_event: EventCallback | None = None,
         on_arrival: ArrivalCallback | None = None,
     ) -> None:
-        if relay_mode not in ("pulse", "hold"):
-            raise ValueError(f"relay_mode must be 'pulse' or 'hold', not {relay_mode!r}")
-        if relay_mode == "pulse" and pulse_time <= 0:
-            raise ValueError("pulse_time must be positive in pulse mode")
-        for what, value in (("debounce_time", debounce_time), ("open_time", open_time)):
-            if value < 0:
-                raise ValueError(f"{what} must not be negative")
-        if close_time is not None and close_time < 0:
-            raise ValueError("close_time must not be negative")
-        if close_timeout <= 0:
-            raise ValueError("close_timeout must be positive")
+        _check_timing(relay_mode, pulse_time, debounce_time, open_time, close_time, close_timeout)
         self.lane = lane
         self.relay_mode: RelayMode = relay_mode
         self.pulse_time = pulse_time
@@ -146,35 +138,20 @@ class Barrier:
         self.on_arrival = on_arrival
 
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._state = GateState.CLOSED
-        self._published = GateState.CLOSED  # the state as far as event listeners have been told
         self._closed = False
-        self._timers: dict[str, _Timer] = {}
-        # The vehicle bookkeeping of one open cycle.
-        self._authorised = 0  # vehicles allowed through and not yet seen passing
-        self._passes = 0  # vehicles that cleared the safety zone since the barrier left CLOSED
-        self._occupant: str | None = None  # who is in the safety zone now: authorised/tailgating/unknown
+        self._timers = Timers(self._lock, name=f"gate-{lane}", stopped=lambda: self._closed)
+        self._cycle = VehicleCycle()
         self._close_reason: str | None = None  # closing is wanted, as soon as the safety zone is free
 
-        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
-        self._dispatcher = threading.Thread(target=self._dispatch, name=f"gate-{lane}-events", daemon=True)
+        self._events = GateListeners(self, self._lock)
 
-        self._relay: DigitalOutputDevice | None = None
-        self._inputs: list[_Input] = []
-        try:
-            self._relay = DigitalOutputDevice(
-                relay_pin, active_high=relay_active_high, initial_value=False, pin_factory=pin_factory
-            )
-            pull_up = not presence_active_high  # active-low contacts pull up, active-high pull down
-            if arrival_pin is not None:
-                self._inputs.append(self._make_input("arrival", "arrival", arrival_pin, pull_up, pin_factory))
-            for n, spec in enumerate(safety_pins, start=1):
-                self._inputs.append(self._make_input(f"safety{n}", "safety", spec, pull_up, pin_factory))
-        except BaseException:
-            self._close_devices()
-            raise
-        self._dispatcher.start()
+        self._pins = BarrierPins(
+            lane=lane, relay_pin=relay_pin, relay_active_high=relay_active_high, arrival_pin=arrival_pin,
+            safety_pins=safety_pins, presence_active_high=presence_active_high, pin_factory=pin_factory,
+            debounce_time=debounce_time, timers=self._timers, on_change=self._input_changed,
+        )
+        self._events.start()
         log.info(
             "lane %s: barrier on relay %s (%s, active-%s), arrival %s, safety %s",
             lane, relay_pin, relay_mode, "high" if relay_active_high else "low",
@@ -191,23 +168,7 @@ class Barrier:
         on_arrival: ArrivalCallback | None = None,
     ) -> "Barrier":
         """A barrier wired as ``[[lanes]]`` describes (times there are in ms / s)."""
-        return cls(
-            lane=lane.id,
-            relay_pin=lane.relay_pin,
-            relay_active_high=lane.relay_active_high,
-            relay_mode=lane.relay_mode,
-            pulse_time=lane.pulse_ms / 1000,
-            arrival_pin=lane.arrival_pin,
-            safety_pins=tuple(lane.safety_pins),
-            presence_active_high=lane.presence_active_high,
-            debounce_time=lane.debounce_ms / 1000,
-            open_time=lane.open_time_s,
-            close_time=lane.close_time_s,
-            close_timeout=lane.close_timeout_s,
-            pin_factory=pin_factory,
-            on_event=on_event,
-            on_arrival=on_arrival,
-        )
+        return cls(**barrier_options(lane), pin_factory=pin_factory, on_event=on_event, on_arrival=on_arrival)
 
     # -- public interface -------------------------------------------------------------
 
@@ -220,45 +181,48 @@ class Barrier:
     def vehicle_waiting(self) -> bool:
         """A vehicle stands on the arrival loop (debounced). False when there is no arrival loop."""
         with self._lock:
-            return any(i.accepted for i in self._inputs if i.role == "arrival")
+            return self._pins.accepted("arrival")
 
     @property
     def safety_active(self) -> bool:
         """Something is under the boom (any safety input, debounced)."""
         with self._lock:
-            return any(i.accepted for i in self._inputs if i.role == "safety")
+            return self._pins.accepted("safety")
 
     @property
     def relay_active(self) -> bool:
         """The relay coil is energised right now."""
         with self._lock:
-            return bool(self._relay is not None and not self._relay.closed and self._relay.value)
+            return self._pins.relay_energised
 
     @property
-    def closed(self) -> bool:
+    def released(self) -> bool:
+        """The pins are freed (:meth:`release`): says nothing about the boom, see :attr:`state`."""
         return self._closed
+
+    #: Old name of :attr:`released` (a released barrier is not a ``GateState.CLOSED`` one).
+    closed = released
 
     def open(self, *, reason: str, by: str) -> None:
         """Raise the barrier for one more vehicle. The caller has already recorded the decision durably."""
         with self._lock:
-            self._check_open()
+            if self._closed:
+                raise DeviceClosed(f"barrier of lane {self.lane} is closed")
             self._close_reason = None
             if self._state is GateState.CLOSED:
-                self._authorised = 1
-                self._passes = 0
-                self._occupant = None
-                if self._safety_accepted():
+                self._cycle = VehicleCycle(authorised=1)
+                if self._pins.accepted("safety"):
                     self._classify_entry()  # the vehicle already at the boom is the one we open for
                 self._raise(f"{reason} (by {by})")
                 log.info("lane %s: opening the barrier: %s (by %s)", self.lane, reason, by)
                 return
-            self._authorised += 1
+            self._cycle.authorised += 1
             log.info(
                 "lane %s: barrier already %s; one more vehicle allowed through (%d waiting): %s (by %s)",
-                self.lane, self._state, self._authorised, reason, by,
+                self.lane, self._state, self._cycle.authorised, reason, by,
             )
             if self._state is GateState.OPEN:
-                self._schedule("timeout", self.close_timeout, self._on_timeout)
+                self._timers.schedule("timeout", self.close_timeout, self._on_timeout)
             elif self._state is GateState.CLOSING:
                 self._raise(f"reopened for the next vehicle: {reason} (by {by})")
 
@@ -269,38 +233,32 @@ class Barrier:
         the listener itself is what delivery waits for.
         """
         wanted = GateState(state)
-        on_dispatcher = threading.current_thread() is self._dispatcher
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: (self._state if on_dispatcher else self._published) is wanted, timeout
-            )
+        return self._events.wait_for(wanted, live=lambda: self._state, timeout=timeout)
 
-    def close(self) -> None:
+    def release(self) -> None:
         """Release the relay and the pins; stop timers and the event thread. Idempotent.
 
-        In hold mode releasing the relay lets the controller lower the boom, so the
-        daemon first waits (bounded) for ``closed``; we log when that did not happen.
+        Not a command to lower the boom (that is ``GateState.CLOSED``): in hold mode releasing
+        the relay lets the controller lower it, so the daemon first waits (bounded) for
+        ``GateState.CLOSED``; we log when that did not happen.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for timer in self._timers.values():
-                timer.thread.cancel()
-            self._timers.clear()
+            self._timers.cancel_all()
             if self._state is not GateState.CLOSED:
                 log.warning("lane %s: barrier released while %s", self.lane, self._state)
-            self._close_devices()
-        self._queue.put(None)
-        if threading.current_thread() is not self._dispatcher and self._dispatcher.is_alive():
-            self._dispatcher.join(timeout=5)
+            self._pins.release()
+        self._events.stop()
+
+    #: ``close()`` as for any resource (``with Barrier(...)``): the same as :meth:`release`.
+    close = release
 
     def __enter__(self) -> "Barrier":
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -308,87 +266,30 @@ class Barrier:
             return f"<gatekeeper.Barrier lane={self.lane!r} closed>"
         return f"<gatekeeper.Barrier lane={self.lane!r} state={self._state.value} mode={self.relay_mode}>"
 
-    # -- devices ----------------------------------------------------------------------
-
-    def _make_input(
-        self, name: str, role: Literal["arrival", "safety"], spec: PinSpec, pull_up: bool, factory: Factory | None
-    ) -> _Input:
-        device = DigitalInputDevice(spec, pull_up=pull_up, bounce_time=None, pin_factory=factory)
-        level = bool(device.is_active)
-        inp = _Input(name=name, role=role, device=device, raw=level, accepted=level)
-        device.when_activated = lambda: self._on_edge(inp, True)
-        device.when_deactivated = lambda: self._on_edge(inp, False)
-        return inp
-
-    def _close_devices(self) -> None:
-        for inp in self._inputs:
-            try:
-                inp.device.when_activated = None
-                inp.device.when_deactivated = None
-                inp.device.close()
-            except Exception:
-                log.exception("lane %s: closing input %s failed", self.lane, inp.name)
-        if self._relay is not None:
-            try:
-                if not self._relay.closed:
-                    self._relay.off()
-                self._relay.close()
-            except Exception:
-                log.exception("lane %s: releasing the relay failed", self.lane)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DeviceClosed(f"barrier of lane {self.lane} is closed")
-
     # -- inputs -----------------------------------------------------------------------
 
-    def _on_edge(self, inp: _Input, active: bool) -> None:
-        """gpiozero pin callback: remember the raw level; accept it once stable."""
-        with self._lock:
-            if self._closed:
-                return
-            inp.raw = active
-            if self.debounce_time <= 0:
-                self._settle(inp)
-            else:
-                self._schedule(f"debounce-{inp.name}", self.debounce_time, lambda: self._settle(inp))
-
-    def _settle(self, inp: _Input) -> None:
-        if inp.raw == inp.accepted:
+    def _input_changed(self, inp: PresenceInput, was_occupied: bool | None) -> None:
+        """An input's debounced level changed (lock held); ``was_occupied`` None: a glitch, no change."""
+        if was_occupied is None:
             if inp.role == "safety":
                 self._retry_close()  # a glitch may have held a close back
             return
-        was_occupied = self._safety_accepted()
-        inp.accepted = inp.raw
         self._emit("presence", f"{inp.name} {'active' if inp.accepted else 'inactive'}")
         if inp.role == "arrival":
             if inp.accepted:
-                self._queue.put(("arrival", None))
+                self._events.arrival()
             else:
                 self._arrival_released()
         elif inp.accepted and not was_occupied:
             self._safety_entered()
-        elif was_occupied and not self._safety_accepted():
+        elif was_occupied and not self._pins.accepted("safety"):
             self._safety_cleared()
-
-    def _safety_accepted(self) -> bool:
-        return any(i.accepted for i in self._inputs if i.role == "safety")
-
-    def _safety_engaged(self) -> bool:
-        """Debounced *or* raw: when deciding to close, an unconfirmed edge still counts as a vehicle."""
-        return any(i.accepted or i.raw for i in self._inputs if i.role == "safety")
 
     def _classify_entry(self) -> None:
         """A vehicle entered the safety zone (or stood there as we opened): whose turn is it?"""
-        if self._authorised > 0:
-            self._authorised -= 1
-            self._occupant = "authorised"
-        elif self._state is not GateState.CLOSED and self._passes > 0:
-            self._occupant = "tailgating"
+        if self._cycle.classify(barrier_down=self._state is GateState.CLOSED) == "tailgating":
             self._emit("tailgate", "a second vehicle entered under the open barrier after the first had passed")
             log.warning("lane %s: tailgating vehicle under the barrier", self.lane)
-        else:
-            self._occupant = "unknown"
 
     def _safety_entered(self) -> None:
         if self._state is GateState.CLOSED:
@@ -398,65 +299,65 @@ class Barrier:
             self._raise("reopened: safety input active while closing")
 
     def _safety_cleared(self) -> None:
-        occupant, self._occupant = self._occupant, None
+        occupant, self._cycle.occupant = self._cycle.occupant, None
         if self._state is GateState.CLOSED:
             return
-        self._passes += 1
+        self._cycle.passes += 1
         self._emit("passed", {"authorised": "vehicle passed", "tailgating": "tailgating vehicle passed"}.get(
             occupant or "", "vehicle passed (not expected)"))
-        if self._authorised > 0:
+        if self._cycle.authorised > 0:
             if self._state is GateState.OPEN:
-                self._schedule("timeout", self.close_timeout, self._on_timeout)  # the next one's turn
+                self._timers.schedule("timeout", self.close_timeout, self._on_timeout)  # the next one's turn
         else:
             self._want_close("vehicle passed")
 
     def _arrival_released(self) -> None:
         """The arrival loop emptied. Without the safety zone ever seeing it, the vehicle backed away."""
-        has_safety = any(i.role == "safety" for i in self._inputs)
         if (
-            has_safety
+            self._pins.has_safety
             and self._state in (GateState.OPENING, GateState.OPEN)
-            and self._authorised > 0
-            and self._occupant is None
-            and not self._safety_engaged()
+            and self._cycle.authorised > 0
+            and self._cycle.occupant is None
+            and not self._pins.safety_engaged()
         ):
-            self._authorised -= 1
+            self._cycle.authorised -= 1
             self._emit("backed_away", "vehicle left the arrival loop without passing the barrier")
             log.info("lane %s: vehicle backed away", self.lane)
-            if self._authorised == 0:
+            if self._cycle.authorised == 0:
                 self._want_close("vehicle backed away")
 
     # -- state machine ----------------------------------------------------------------
 
     def _raise(self, why: str) -> None:
         """From closed or closing: drive the relay and start the boom's rise."""
-        self._cancel("close")
-        self._cancel("timeout")
-        assert self._relay is not None
+        self._timers.cancel("close")
+        self._timers.cancel("timeout")
+        relay = self._pins.relay
+        assert relay is not None
         # Energised here, synchronously: a caller (and the latency benchmark) may rely on the
         # coil being driven when open() returns. gpiozero's blink() would do it on a new thread.
-        self._relay.on()
+        relay.on()
         if self.relay_mode == "pulse":
-            self._schedule("pulse", self.pulse_time, self._relay.off)
+            self._timers.schedule("pulse", self.pulse_time, relay.off)
         self._set_state(GateState.OPENING, "opening", why)
-        self._schedule("open", self.open_time, self._on_risen)
+        self._timers.schedule("open", self.open_time, self._on_risen)
 
     def _on_risen(self) -> None:
         self._set_state(GateState.OPEN, "opened", "barrier up")
-        self._schedule("timeout", self.close_timeout, self._on_timeout)
+        self._timers.schedule("timeout", self.close_timeout, self._on_timeout)
         self._retry_close()  # a vehicle may have passed or backed away while it rose
 
     def _on_timeout(self) -> None:
         if self._state is not GateState.OPEN:
             return
-        if self._safety_engaged():
+        if self._pins.safety_engaged():
             self._emit("close_timeout", f"open for {self.close_timeout:g} s with a safety input active: staying open")
             log.warning("lane %s: close timeout with a vehicle under the boom; staying open", self.lane)
-            self._schedule("timeout", self.close_timeout, self._on_timeout)
+            self._timers.schedule("timeout", self.close_timeout, self._on_timeout)
             return
         self._emit("close_timeout", f"no vehicle passed within {self.close_timeout:g} s: closing")
         log.warning("lane %s: no vehicle passed within %g s; closing", self.lane, self.close_timeout)
-        self._authorised = 0
+        self._cycle.authorised = 0
         self._want_close("close timeout")
 
     def _want_close(self, reason: str) -> None:
@@ -465,21 +366,20 @@ class Barrier:
 
     def _retry_close(self) -> None:
         """Close if closing is wanted, the boom is up and nothing is in the safety zone."""
-        if self._close_reason is None or self._state is not GateState.OPEN or self._safety_engaged():
+        if self._close_reason is None or self._state is not GateState.OPEN or self._pins.safety_engaged():
             return
         reason, self._close_reason = self._close_reason, None
-        self._cancel("timeout")
-        assert self._relay is not None
+        self._timers.cancel("timeout")
+        relay = self._pins.relay
+        assert relay is not None
         if self.relay_mode == "hold":
-            self._relay.off()
+            relay.off()
         self._set_state(GateState.CLOSING, "closing", reason)
         log.info("lane %s: barrier closing (%s)", self.lane, reason)
-        self._schedule("close", self.close_time, self._on_lowered)
+        self._timers.schedule("close", self.close_time, self._on_lowered)
 
     def _on_lowered(self) -> None:
-        self._authorised = 0
-        self._passes = 0
-        self._occupant = None
+        self._cycle = VehicleCycle()
         self._close_reason = None
         self._set_state(GateState.CLOSED, "closed", "barrier down")
 
@@ -487,58 +387,94 @@ class Barrier:
         """Change state and tell listeners: the event is delivered before waiters on this state wake."""
         self._state = state
         self._emit(kind, detail)
-        self._queue.put(("state", state))
-        self._changed.notify_all()
+        self._events.state(state)
 
     def _emit(self, kind: GateEventKind, detail: str) -> None:
-        self._queue.put(("event", GateEvent(kind=kind, lane=self.lane, at=datetime.now(UTC), detail=detail)))
+        self._events.event(GateEvent(kind=kind, lane=self.lane, at=datetime.now(UTC), detail=detail))
 
-    # -- timers -----------------------------------------------------------------------
 
-    def _schedule(self, key: str, delay: float, action: Callable[[], None]) -> None:
-        """Run ``action`` under the lock after ``delay`` unless cancelled or rescheduled first."""
-        self._cancel(key)
-        entry: _Timer
+class GateListeners:
+    """Tells a barrier's listeners (``on_event``, ``on_arrival``) on one thread, in order, outside the lock,
+    and knows the last state they were told of (what :meth:`Barrier.wait_for_state` waits for)."""
 
-        def fire() -> None:
-            with self._lock:
-                if self._closed or self._timers.get(key) is not entry:
-                    return  # cancelled or replaced while we waited for the lock
-                del self._timers[key]
-                try:
-                    action()
-                except Exception:
-                    log.exception("lane %s: barrier timer %s failed", self.lane, key)
+    def __init__(self, barrier: "Barrier", lock: threading.RLock) -> None:
+        self._barrier = barrier
+        self._changed = threading.Condition(lock)
+        self._published = GateState.CLOSED
+        self._dispatcher = Dispatcher(self._deliver, name=f"gate-{barrier.lane}-events")
 
-        entry = _Timer(threading.Timer(delay, fire))
-        entry.thread.name = f"gate-{self.lane}-{key}"
-        entry.thread.daemon = True
-        self._timers[key] = entry
-        entry.thread.start()
+    def start(self) -> None:
+        self._dispatcher.start()
 
-    def _cancel(self, key: str) -> None:
-        entry = self._timers.pop(key, None)
-        if entry is not None:
-            entry.thread.cancel()
+    def stop(self) -> None:
+        self._dispatcher.stop()
 
-    # -- event delivery ---------------------------------------------------------------
+    def event(self, event: GateEvent) -> None:
+        self._dispatcher.put(("event", event))
 
-    def _dispatch(self) -> None:
-        """The one thread that tells listeners, in the order things happened."""
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            what, payload = item
-            if what == "state":
-                with self._changed:
-                    self._published = payload
-                    self._changed.notify_all()
-                continue
-            callback: Callable[..., None] | None = self.on_event if what == "event" else self.on_arrival
-            if callback is None:
-                continue
-            try:
-                callback(payload) if what == "event" else callback()
-            except Exception:
-                log.exception("lane %s: barrier %s listener failed", self.lane, what)
+    def arrival(self) -> None:
+        self._dispatcher.put(("arrival", None))
+
+    def state(self, state: GateState) -> None:
+        """A state change (lock held): delivered after the events queued before it."""
+        self._dispatcher.put(("state", state))
+        self._changed.notify_all()
+
+    def wait_for(self, wanted: GateState, *, live: Callable[[], GateState], timeout: float | None) -> bool:
+        on_dispatcher = self._dispatcher.on_thread()
+        with self._changed:
+            return self._changed.wait_for(lambda: (live() if on_dispatcher else self._published) is wanted, timeout)
+
+    def _deliver(self, item: tuple[str, Any]) -> None:
+        what, payload = item
+        if what == "state":
+            with self._changed:
+                self._published = payload
+                self._changed.notify_all()
+            return
+        callback: Callable[..., None] | None = self._barrier.on_event if what == "event" else self._barrier.on_arrival
+        if callback is None:
+            return
+        try:
+            callback(payload) if what == "event" else callback()
+        except Exception:
+            log.exception("lane %s: barrier %s listener failed", self._barrier.lane, what)
+
+
+def _check_timing(
+    relay_mode: str,
+    pulse_time: float,
+    debounce_time: float,
+    open_time: float,
+    close_time: float | None,
+    close_timeout: float,
+) -> None:
+    if relay_mode not in ("pulse", "hold"):
+        raise ValueError(f"relay_mode must be 'pulse' or 'hold', not {relay_mode!r}")
+    if relay_mode == "pulse" and pulse_time <= 0:
+        raise ValueError("pulse_time must be positive in pulse mode")
+    for what, value in (("debounce_time", debounce_time), ("open_time", open_time)):
+        if value < 0:
+            raise ValueError(f"{what} must not be negative")
+    if close_time is not None and close_time < 0:
+        raise ValueError("close_time must not be negative")
+    if close_timeout <= 0:
+        raise ValueError("close_timeout must be positive")
+
+
+def barrier_options(lane: LaneConfig) -> dict[str, Any]:
+    """The :class:`Barrier` keyword arguments for a ``[[lanes]]`` entry (its times are in ms / s)."""
+    return dict(
+        lane=lane.id,
+        relay_pin=lane.relay_pin,
+        relay_active_high=lane.relay_active_high,
+        relay_mode=lane.relay_mode,
+        pulse_time=lane.pulse_ms / 1000,
+        arrival_pin=lane.arrival_pin,
+        safety_pins=tuple(lane.safety_pins),
+        presence_active_high=lane.presence_active_high,
+        debounce_time=lane.debounce_ms / 1000,
+        open_time=lane.open_time_s,
+        close_time=lane.close_time_s,
+        close_timeout=lane.close_timeout_s,
+    )
