@@ -15,18 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.vision.camera.sources import (
-    CameraHealth,
-    FrameGrabber,
-    FrameSource,
-    SourceError,
-    StreamSource,
-    VideoFileSource,
-    WatchFolderSource,
-    open_source,
-    parse_spec,
-    redact,
-)
+from gatekeeper.vision.camera.folder import WatchFolderSource
+from gatekeeper.vision.camera.frames import CameraHealth, FrameSource, SourceError
+from gatekeeper.vision.camera.grabber import FrameGrabber
+from gatekeeper.vision.camera.sources import StreamSource, VideoFileSource, open_source
+from gatekeeper.vision.camera.spec import parse_spec, redact
 from gatekeeper.config import LaneConfig
 
 WAIT = 10.0  # generous upper bound for anything that should happen "soon"
@@ -334,7 +327,7 @@ def test_uploads_in_progress_and_other_files_are_left_alone(tmp_path: Path, capl
     (folder / "upload.png.part").write_bytes(png)
     (folder / "upload.jpg.tmp").write_bytes(encode(scene(2), ".jpg"))
     (folder / "meta.xml").write_text("<event/>")
-    with caplog.at_level("WARNING", logger="gatekeeper.vision.camera.sources"):
+    with caplog.at_level("WARNING", logger="gatekeeper.vision.camera.folder"):
         assert source.read(0.4) is None
         assert source.read(0.1) is None
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [

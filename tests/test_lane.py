@@ -20,7 +20,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from gatekeeper.vision.reader import PlateReader
-from gatekeeper.vision.camera.sources import FrameGrabber
+from gatekeeper.vision.camera.grabber import FrameGrabber
 from gatekeeper.config import LaneConfig, MqttConfig, Settings, SiteConfig, StorageConfig
 from gatekeeper.hardware.barrier import Barrier
 from gatekeeper.lane import LaneOutcome, LaneRunner

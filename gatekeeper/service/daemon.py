@@ -162,7 +162,7 @@ class Daemon:
         if self._grabber_factory is not None:
             grabber = self._grabber_factory(lane)
         else:
-            from gatekeeper.vision.camera.sources import FrameGrabber
+            from gatekeeper.vision.camera.grabber import FrameGrabber
 
             grabber = FrameGrabber.from_config(lane)
         return LaneRunner.from_settings(
