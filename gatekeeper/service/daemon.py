@@ -18,30 +18,22 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from gatekeeper import __version__
-from gatekeeper.config import ConfigError, LaneConfig, Settings, load_settings
+from gatekeeper.config import ConfigError, Settings, load_settings
+from gatekeeper.lane import ConsolidatorFactory, LaneRunner, ReaderLike, default_consolidator_factory, policy_from_settings
+from gatekeeper.service.assembly import BarrierFactory, GrabberFactory, build_lane, load_reader, start_sync
 from gatekeeper.service.control import ControlServer, PeerCredentials
-from gatekeeper.hardware.barrier import Barrier, GateEvent, GateState
-from gatekeeper.lane import (
-    ConsolidatorFactory,
-    GrabberLike,
-    LaneRunner,
-    ReaderLike,
-    default_consolidator_factory,
-    policy_from_settings,
-)
 from gatekeeper.service.sdnotify import SystemdNotifier
+from gatekeeper.service.simulator import SimulatedTraffic
+from gatekeeper.service.status import ControlCommands, status_line, status_report
 from gatekeeper.store import Store, tariff_from_config
 
 log = logging.getLogger(__name__)
 
-GrabberFactory = Callable[[LaneConfig], GrabberLike | None]
-BarrierFactory = Callable[[LaneConfig, Any], Any]
 #: How often the STATUS= line is refreshed.
 STATUS_EVERY_S = 5.0
 
@@ -82,7 +74,7 @@ class Daemon:
         self.lanes: dict[str, LaneRunner] = {}
         self.sync: Any | None = None
         self.control: ControlServer | None = None
-        self.simulator: "SimulatedTraffic | None" = None
+        self.simulator: SimulatedTraffic | None = None
         self.started_at: datetime | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -90,6 +82,9 @@ class Daemon:
         self._wakeup = threading.Event()
         self._unhealthy: set[str] = set()
         self._last_status = 0.0
+        self._control_commands = ControlCommands(
+            lanes=self.lanes, status=self.status, reload=self.reload, stopping=self._stop.is_set
+        )
 
     # -- public control ------------------------------------------------------------
 
@@ -115,16 +110,21 @@ class Daemon:
         s.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_settings(s)
         if self._reader is None:
-            self._reader = self._load_reader()
+            self._reader = load_reader(s.anpr)
         if self._pin_factory is None:
             from gatekeeper.hardware.pins import make_pin_factory
 
             self._pin_factory = make_pin_factory(s.hardware.pin_factory)
         if self._consolidator_factory is None:
             self._consolidator_factory = default_consolidator_factory(s.anpr)
-        self._start_sync()
+        self.sync = start_sync(s, self.store, open_handler=self._remote_open, on_config_change=self.request_reload)
         for lane in s.lanes:
-            self.lanes[lane.id] = self._make_lane(lane)
+            self.lanes[lane.id] = build_lane(
+                s, lane, store=self.store, reader=self._reader, pin_factory=self._pin_factory,
+                consolidator_factory=self._consolidator_factory, reader_lock=self.reader_lock,
+                decision_lock=self.decision_lock, on_change=self._wake_sync,
+                grabber_factory=self._grabber_factory, barrier_factory=self._barrier_factory,
+            )
         if self.sim:
             self.simulator = SimulatedTraffic(self._pin_factory)
             for runner in self.lanes.values():
@@ -144,60 +144,6 @@ class Daemon:
         self.ready.set()
         self.notifier.ready(status=self.status_line())
         log.info("ready in %.1f s: %d lane(s), pin factory %s", time.monotonic() - t0, len(self.lanes), s.hardware.pin_factory)
-
-    def _load_reader(self) -> ReaderLike:
-        from gatekeeper.vision.reader import PlateReader
-
-        t0 = time.monotonic()
-        reader = PlateReader.from_config(self.settings.anpr)
-        log.info("plate reader loaded in %.1f s", time.monotonic() - t0)
-        return reader
-
-    def _make_lane(self, lane: LaneConfig) -> LaneRunner:
-        assert self.store is not None and self._reader is not None
-        if self._barrier_factory is not None:
-            barrier = self._barrier_factory(lane, self._pin_factory)
-        else:
-            barrier = Barrier.from_config(lane, pin_factory=self._pin_factory)
-        if self._grabber_factory is not None:
-            grabber = self._grabber_factory(lane)
-        else:
-            from gatekeeper.vision.camera.grabber import FrameGrabber
-
-            grabber = FrameGrabber.from_config(lane)
-        return LaneRunner.from_settings(
-            self.settings,
-            lane,
-            store=self.store,
-            reader=self._reader,
-            barrier=barrier,
-            grabber=grabber,
-            consolidator_factory=self._consolidator_factory,
-            reader_lock=self.reader_lock,
-            decision_lock=self.decision_lock,
-            on_change=self._wake_sync,
-        )
-
-    def _start_sync(self) -> None:
-        if not self.settings.mqtt.enabled and not self.settings.cloud.enabled:
-            log.info("cloud sync disabled (mqtt.enabled = false): events stay in the outbox")
-            return
-        # With MQTT off but cloud.enabled, CloudSync runs only the photo uploader.
-        assert self.store is not None
-        try:
-            from gatekeeper.sync import CloudSync
-
-            self.sync = CloudSync(
-                self.settings,
-                self.store,
-                open_handler=self._remote_open,
-                on_config_change=self.request_reload,
-            )
-            self.sync.start()
-        except Exception as exc:
-            # No broker, a bad certificate...: the lanes must run regardless; events wait in the outbox.
-            log.error("cloud sync not started: %s (events wait in the outbox)", exc)
-            self.sync = None
 
     def _wake_sync(self) -> None:
         if self.sync is not None:
@@ -380,138 +326,14 @@ class Daemon:
     # -- status and control --------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        store = self.store
-        sync_health: Any = None
-        if self.sync is not None:
-            try:
-                h = self.sync.health()
-                sync_health = asdict(h) if is_dataclass(h) else dict(h)
-            except Exception as exc:
-                sync_health = {"connected": False, "error": str(exc)}
-        elif self.settings.mqtt.enabled:
-            sync_health = {"connected": False, "error": "not started"}
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "version": __version__,
-            "sim": self.sim,
-            "ready": self.ready.is_set(),
-            "started_at": self.started_at.isoformat(timespec="seconds") if self.started_at else None,
-            "uptime_s": round((datetime.now(UTC) - self.started_at).total_seconds(), 1) if self.started_at else 0,
-            "lot": self.settings.site.lot_id,
-            "occupancy": store.occupancy() if store else None,
-            "outbox": store.outbox_stats() if store else None,
-            "healthy": not self._unhealthy,
-            "lanes": [runner.status() for runner in self.lanes.values()],
-            "sync": sync_health,
-        }
+        return status_report(
+            settings=self.settings, store=self.store, sync=self.sync, lanes=self.lanes, sim=self.sim,
+            ready=self.ready.is_set(), started_at=self.started_at, healthy=not self._unhealthy,
+        )
 
     def status_line(self) -> str:
-        if self.store is None:
-            return "starting"
-        occ = self.store.occupancy()
-        backlog = self.store.outbox_stats()["pending"]
-        lanes = ", ".join(f"{r.id} {r.status()['gate']}" for r in self.lanes.values()) or "no lanes"
-        sync = ""
-        if self.sync is not None:
-            try:
-                sync = "; cloud " + ("online" if self.sync.connected else "offline")
-            except Exception:
-                sync = ""
-        return f"{occ['occupied']}/{occ['capacity']} occupied; {lanes}; outbox {backlog} waiting{sync}"
+        return status_line(store=self.store, sync=self.sync, lanes=self.lanes)
 
     def handle_control(self, request: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
-        """Serve one control-socket command (``status``, ``open``, ``arrive``, ``reload``)."""
-        cmd = request.get("cmd")
-        if cmd == "status":
-            return self.status()
-        if self._stop.is_set():
-            return {"ok": False, "error": "the daemon is stopping"}
-        asked_by = str(request.get("by") or "").strip()
-        by = asked_by if asked_by == peer.user or not asked_by else f"{asked_by} (as {peer.user})"
-        if cmd == "reload":
-            return self.reload(by=f"control:{peer.user}")
-        if cmd in ("open", "arrive"):
-            lane_id = request.get("lane")
-            runner = self.lanes.get(lane_id) if isinstance(lane_id, str) else None
-            if runner is None:
-                return {"ok": False, "error": f"no lane {lane_id!r} (configured: {', '.join(self.lanes) or 'none'})"}
-            if cmd == "open":
-                reason = request.get("reason")
-                if not isinstance(reason, str) or not reason.strip():
-                    return {"ok": False, "error": "open needs a reason"}
-                event_id = runner.open_manual(reason=reason.strip(), by=by)
-                return {"ok": True, "lane": runner.id, "event_id": event_id, "gate": runner.status()["gate"]}
-            plate = request.get("plate")
-            if not isinstance(plate, str):
-                return {"ok": False, "error": "arrive needs a plate"}
-            try:
-                outcome = runner.arrive(plate, by=by)
-            except ValueError as exc:
-                return {"ok": False, "error": str(exc)}
-            return {"ok": True, "lane": runner.id, "decision": outcome.as_dict()}
-        return {"ok": False, "error": f"unknown command {cmd!r} (status, open, arrive, reload)"}
-
-
-class SimulatedTraffic:
-    """``--sim``: after a barrier opens, a simulated car drives over the safety loop and leaves.
-
-    It drives the mock safety pins active, then inactive, so the barrier sees a
-    vehicle pass and closes normally, as on a real lane.
-    """
-
-    def __init__(self, pin_factory: Any, *, enter_after_s: float = 0.5, clear_after_s: float = 1.0) -> None:
-        self.pin_factory = pin_factory
-        self.enter_after_s = enter_after_s
-        self.clear_after_s = clear_after_s
-        self._timers: list[threading.Timer] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def attach(self, runner: LaneRunner) -> None:
-        lane = runner.lane
-        if not lane.safety_pins:
-            log.info("sim: lane %s has no safety loop; its barrier closes by timeout", lane.id)
-            return
-
-        def on_gate_event(event: GateEvent) -> None:
-            if event.kind == "opened":
-                self._vehicle_passes(lane)  # the vehicle the barrier rose for
-
-        def on_vehicle(kind: str, outcome: Any) -> None:
-            # Let through while the boom is already up: that vehicle passes too.
-            opened = kind in ("open_manual", "open_remote") or (kind == "decided" and outcome is not None and outcome.open)
-            if opened and runner.barrier.state == GateState.OPEN:
-                self._vehicle_passes(lane)
-
-        runner.add_gate_listener(on_gate_event)
-        runner.add_vehicle_listener(on_vehicle)
-
-    def _vehicle_passes(self, lane: LaneConfig) -> None:
-        self._schedule(self.enter_after_s, self._drive, lane, True)
-        self._schedule(self.enter_after_s + self.clear_after_s, self._drive, lane, False)
-
-    def _schedule(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            timer = threading.Timer(delay, fn, args)
-            timer.daemon = True
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-            timer.start()
-
-    def _drive(self, lane: LaneConfig, active: bool) -> None:
-        level = active if lane.presence_active_high else not active
-        for spec in lane.safety_pins:
-            try:
-                pin = self.pin_factory.pin(spec)
-                pin.drive_high() if level else pin.drive_low()
-            except Exception:
-                log.exception("sim: driving safety pin %s failed", spec)
-        log.info("sim: vehicle %s the safety loop of lane %s", "on" if active else "clear of", lane.id)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for timer in self._timers:
-                timer.cancel()
+        """Serve one control-socket command (see :class:`ControlCommands`)."""
+        return self._control_commands.handle(request, peer)
