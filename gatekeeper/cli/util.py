@@ -9,6 +9,8 @@ from datetime import datetime, tzinfo
 from typing import Any, Iterable, NoReturn, Sequence
 
 from gatekeeper.config import ConfigError, Settings, load_settings
+from gatekeeper.rules import format_money
+from gatekeeper.store import Store, StoreError
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -77,3 +79,20 @@ def rows_with_local_times(rows: Iterable[dict[str, Any]], keys: Sequence[str], t
                 row[key] = local_time(row[key], tz)
         out.append(row)
     return out
+
+
+SESSION_COLUMNS = ("id", "plate", "status", "entry_lane", "entry_at", "paid_at", "amount_paid", "exit_at")
+TIME_KEYS = ("entry_at", "paid_at", "exit_at", "at", "created_at", "sent_at")
+
+
+def open_store(settings: Settings) -> Store:
+    try:
+        return Store.from_settings(settings)
+    except (OSError, StoreError) as exc:
+        fail(f"cannot open the database {settings.storage.database_path}: {exc}")
+    except Exception as exc:  # sqlite3.DatabaseError: not a database, corrupt, locked
+        fail(f"cannot open the database {settings.storage.database_path}: {exc}")
+
+
+def money(settings: Settings, minor: int | None) -> str:
+    return format_money(minor or 0, settings.site.currency, settings.site.currency_digits)
