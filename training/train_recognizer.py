@@ -1,6 +1,6 @@
 """Fine-tune EasyOCR's ``english_g2`` recogniser on synthetic plate text lines.
 
-    python training/train_recognizer.py --fonts DIR [--fonts DIR ...] --steps 1500 --out gatekeeper/models/plate_g2.pt
+    python training/train_recognizer.py --fonts DIR [--fonts DIR ...] --steps 1500 --out gatekeeper/vision/models/plate_g2.pt
 
 Why: the stock recogniser reads condensed plate W as H (0.99 sure), Q as O, 1 as 4 on
 US typefaces; no grammar can undo a confident letter-for-letter swap. The early

@@ -150,7 +150,7 @@ class Daemon:
             self.sync.wake()
 
     def _remote_open(self, lane: str, reason: str, by: str) -> None:
-        """The cloud's verified open command (sync.py checked signature and replay)."""
+        """The cloud's verified open command (sync/commands.py checked signature and replay)."""
         runner = self.lanes.get(lane)
         if runner is None:
             raise KeyError(f"no lane {lane!r}")
