@@ -448,3 +448,14 @@ def test_close_releases_the_relay_and_refuses_further_use(make_lane: Callable[..
         lane.barrier.open(reason="late", by="test")
     # The pins are free again: a new barrier can claim them.
     Barrier(lane="L1b", relay_pin=RELAY, safety_pins=[SAFETY_LOOP], pin_factory=lane.factory).close()
+
+
+def test_release_frees_the_pins_and_is_not_the_boom_closing(make_lane: Callable[..., Lane]) -> None:
+    """``release()``/``released`` (old names ``close()``/``closed``) are about the pins, not GateState.CLOSED."""
+    lane = make_lane(relay_mode="hold")
+    lane.open_and_wait()
+    assert not lane.barrier.released
+    lane.barrier.release()
+    assert lane.barrier.released and lane.barrier.closed
+    assert lane.barrier.state is GateState.OPEN  # the last known boom position is not rewritten
+    assert lane.relay.state is False

@@ -1,0 +1,88 @@
+"""The outbox pump behind the transport seam: an in-memory transport stands in for paho here,
+so the bookkeeping (order, window, early and refused acknowledgements) is tested on its own.
+The real broker path is tested in test_sync.py and test_sync_outage.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gatekeeper.store import Store
+from gatekeeper.sync.outbox import OutboxPump
+from gatekeeper.sync.transport import PublishError
+
+NOW = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+
+
+class MemoryTransport:
+    """Records publishes; acknowledges only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str, bytes]] = []
+        self.refuse_next = False
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                correlation: bytes | None = None) -> int:
+        if self.refuse_next:
+            self.refuse_next = False
+            raise PublishError("out of memory")
+        self._mid += 1
+        self.sent.append((self._mid, topic, payload))
+        return self._mid
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "gk.db", lot_id="lot-p", capacity=5, clock=lambda: NOW) as s:
+        with s.transaction():
+            for n in range(5):
+                s.record_event("alarm", reason=f"r{n}", message=f"event {n}")
+        yield s
+
+
+def pump_for(store: Store, window: int = 3) -> tuple[OutboxPump, list[str]]:
+    errors: list[str] = []
+    return OutboxPump(store, base="gk/lot-p", window=window, clock=lambda: NOW, on_error=errors.append), errors
+
+
+def test_rows_go_out_in_order_within_the_window_and_are_sent_only_when_acked(store: Store) -> None:
+    pump, _ = pump_for(store, window=3)
+    transport = MemoryTransport()
+    pump.publish_backlog(transport, go_on=lambda: True)
+    assert [topic for _, topic, _ in transport.sent] == ["gk/lot-p/events/alarm"] * 3
+    reasons = [b'"reason":"r0"', b'"reason":"r1"', b'"reason":"r2"']
+    assert all(r in payload for r, (_, _, payload) in zip(reasons, transport.sent))
+    assert store.outbox_stats()["pending"] == 5  # nothing acknowledged yet
+    assert pump.on_acked(1, None) and pump.on_acked(2, None)
+    pump.flush_acks()
+    stats = store.outbox_stats()
+    assert (stats["pending"], stats["sent"]) == (3, 2)
+    pump.publish_backlog(transport, go_on=lambda: True)  # two slots free again
+    assert len(transport.sent) == 5 and pump.inflight_rows() == 3
+
+
+def test_an_ack_that_beats_publish_returning_still_counts(store: Store) -> None:
+    pump, _ = pump_for(store)
+    assert pump.on_acked(7, None) is False  # paho's thread was faster than publish() returning
+    pump.register(7, 1)
+    pump.flush_acks()
+    assert store.outbox_stats()["sent"] == 1 and pump.acknowledged == 1
+
+
+def test_a_refused_row_is_sent_again_and_a_failed_publish_keeps_it(store: Store) -> None:
+    pump, errors = pump_for(store, window=1)
+    transport = MemoryTransport()
+    pump.publish_backlog(transport, go_on=lambda: True)
+    pump.on_acked(1, "not authorised")
+    assert errors and "refused outbox row 1" in errors[0]
+    pump.publish_backlog(transport, go_on=lambda: True)
+    assert [mid for mid, _, _ in transport.sent] == [1, 2] and transport.sent[0][2] == transport.sent[1][2]
+    pump.on_acked(2, None)
+    transport.refuse_next = True
+    pump.publish_backlog(transport, go_on=lambda: True)  # row 2 refused by the client: stays unsent
+    pump.flush_acks()
+    assert store.outbox_stats()["pending"] == 4 and len(transport.sent) == 2
