@@ -260,7 +260,7 @@ def validate_outbound(topic: str, payload: str | bytes) -> BaseModel:
 
 
 # --------------------------------------------------------------------------- outbound payloads
-# The store and the lane hand typed values to these builders; nothing else makes an outgoing payload.
+# The store hands typed values to these builders; nothing else makes an outgoing payload.
 
 
 def encode(payload: Mapping[str, Any]) -> str:
@@ -270,10 +270,6 @@ def encode(payload: Mapping[str, Any]) -> str:
 
 def event_topic(kind: str) -> str:
     return EVENT_TOPIC.format(kind=kind)
-
-
-def gate_topic(lane: str) -> str:
-    return GATE_TOPIC.format(lane=lane)
 
 
 def event_payload(
@@ -314,11 +310,6 @@ def occupancy_payload(*, msg_id: str, lot: str, at: str, capacity: int, occupied
         "occupied": occupied,
         "free": max(0, capacity - occupied),
     }
-
-
-def gate_state_payload(*, msg_id: str, lot: str, lane: str, state: str, at: str, detail: str) -> dict[str, Any]:
-    """A :class:`GateState` (``lanes/{lane}/gate``, retained)."""
-    return {"id": msg_id, "lot": lot, "lane": lane, "state": state, "at": at, "detail": detail}
 
 
 # --------------------------------------------------------------------------- schemas

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gatekeeper import messages
-from gatekeeper.messages import Event, GateState, Occupancy, validate_outbound
+from gatekeeper.messages import Event, Occupancy, validate_outbound
 
 AT = "2026-05-04T08:00:00.000+00:00"
 
@@ -22,14 +22,6 @@ def test_occupancy_payload_never_reports_negative_free_spaces() -> None:
     payload = messages.occupancy_payload(msg_id="o1", lot="lot-1", at=AT, capacity=2, occupied=3)
     model = validate_outbound(messages.OCCUPANCY_TOPIC, messages.encode(payload))
     assert isinstance(model, Occupancy) and (model.occupied, model.free) == (3, 0)
-
-
-def test_gate_state_payload_validates_on_its_topic() -> None:
-    payload = messages.gate_state_payload(msg_id="g1", lot="lot-1", lane="exit-1", state="open", at=AT, detail="up")
-    topic = messages.gate_topic("exit-1")
-    assert topic == "lanes/exit-1/gate"
-    model = validate_outbound(topic, messages.encode(payload))
-    assert isinstance(model, GateState) and model.state == "open"
 
 
 def test_encode_is_compact_json() -> None:
