@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gatekeeper.config import AnprConfig, LaneConfig, Settings
 from gatekeeper.hardware.barrier import Barrier
 from gatekeeper.lane import ConsolidatorFactory, GrabberLike, LaneRunner, ReaderLike
 from gatekeeper.store import Store
+
+if TYPE_CHECKING:
+    from gatekeeper.sync import CloudSync  # imported when sync is on (it loads paho)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def start_sync(
     *,
     open_handler: Callable[[str, str, str], None],
     on_config_change: Callable[[], None],
-) -> Any | None:
+) -> CloudSync | None:
     """The started cloud sync, or None when it is off or cannot start (the lanes run regardless)."""
     if not settings.mqtt.enabled and not settings.cloud.enabled:
         log.info("cloud sync disabled (mqtt.enabled = false): events stay in the outbox")

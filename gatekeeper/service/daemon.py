@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, Settings, load_settings
@@ -31,6 +31,9 @@ from gatekeeper.service.sdnotify import SystemdNotifier
 from gatekeeper.service.simulator import SimulatedTraffic
 from gatekeeper.service.status import ControlCommands, status_line, status_report
 from gatekeeper.store import Store, tariff_from_config
+
+if TYPE_CHECKING:
+    from gatekeeper.sync import CloudSync
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class Daemon:
         self.decision_lock = threading.RLock()
         self.store: Store | None = None
         self.lanes: dict[str, LaneRunner] = {}
-        self.sync: Any | None = None
+        self.sync: CloudSync | None = None
         self.control: ControlServer | None = None
         self.simulator: SimulatedTraffic | None = None
         self.started_at: datetime | None = None

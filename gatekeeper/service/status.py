@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from gatekeeper import __version__
 from gatekeeper.config import Settings
@@ -14,11 +14,20 @@ from gatekeeper.service.control import PeerCredentials
 from gatekeeper.store import Store
 
 
+class SyncLike(Protocol):
+    """What the status needs of the cloud sync."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def health(self) -> Mapping[str, Any]: ...
+
+
 def status_report(
     *,
     settings: Settings,
     store: Store | None,
-    sync: Any | None,
+    sync: SyncLike | None,
     lanes: Mapping[str, LaneRunner],
     sim: bool,
     ready: bool,
@@ -52,7 +61,7 @@ def status_report(
     }
 
 
-def status_line(*, store: Store | None, sync: Any | None, lanes: Mapping[str, LaneRunner]) -> str:
+def status_line(*, store: Store | None, sync: SyncLike | None, lanes: Mapping[str, LaneRunner]) -> str:
     """systemd's one-line ``STATUS=``."""
     if store is None:
         return "starting"
