@@ -689,3 +689,57 @@ def test_gate_state_message_builder() -> None:
     messages.validate_outbound(topic, json.dumps(payload))
     with pytest.raises(ValueError):
         messages.gate_state_message(lot="l", lane="x", state="open", at=datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- the worker thread
+
+
+class FrameQueue:
+    """The frame-source seam: frames the test puts in, handed out newest-first like the grabber."""
+
+    def __init__(self) -> None:
+        self.frames: queue.Queue[Frame | None] = queue.Queue()
+        self.started = self.closed = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def next_frame(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def latest(self) -> Frame | None:
+        return None
+
+    def health(self) -> dict[str, object]:
+        return {"connected": True, "frames": self.frames.qsize()}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_worker_thread_reads_frames_and_decides(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    lot = make_lot(tmp_path, request)
+    frames = FrameQueue()
+    runner = LaneRunner.from_settings(
+        lot.settings, lot.settings.lane(ENTRY), store=lot.store, reader=lot.source,
+        barrier=lot.runners[ENTRY].barrier, grabber=frames, display=Display(), clock=lot.clock,
+    )
+    seen: queue.Queue[tuple[str, LaneOutcome | None]] = queue.Queue()
+    runner.add_vehicle_listener(lambda kind, outcome: seen.put((kind, outcome)))
+    lot.source.queue.append(Read("AB123CD"))
+    runner.start()
+    try:
+        frames.frames.put(Frame(np.zeros((8, 8, 3), np.uint8), ENTRY, lot.clock.now(), 1))
+        kind, outcome = seen.get(timeout=5)
+        assert kind == "decided" and outcome is not None and outcome.plate == "AB123CD"
+        status = runner.status()
+        assert frames.started and status["running"] and status["camera"] == {"connected": True, "frames": 0}
+        assert runner.healthy(stall_s=30)
+    finally:
+        runner.request_stop()
+        frames.frames.put(None)  # the frame wait ends at once: no 0.5 s timeout to sit out
+        assert runner.stop(timeout=5)
+    assert frames.closed and not runner.running and not runner.healthy(stall_s=30)
