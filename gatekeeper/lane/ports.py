@@ -86,7 +86,12 @@ class Recorded(Protocol):
 
 
 class LaneStore(Protocol):
-    """The store as the lane uses it: the state a decision reads, and the transactions it writes."""
+    """The store as the lane uses it: the state a decision reads, and the transactions it writes.
+
+    ``record_decision`` raises ``gatekeeper.store.StoreError`` when it refuses
+    (e.g. the session was closed by another lane a moment ago): the lane then
+    keeps the barrier shut and tells the driver to ask.
+    """
 
     lot_id: str
 
