@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -117,6 +118,25 @@ class GateState(Outbound):
     lane: str
     state: str = Field(description="e.g. open, closed, opening, closing, fault")
     at: datetime
+
+
+#: The barrier's state names on the wire, by the barrier event that reports them.
+GATE_STATE_BY_EVENT = {"opening": "opening", "opened": "open", "closing": "closing", "closed": "closed"}
+
+
+def gate_state_message(*, lot: str, lane: str, state: str, at: datetime, detail: str = "") -> tuple[str, dict[str, Any]]:
+    """``(topic, payload)`` of the retained ``lanes/{lane}/gate`` message (:class:`GateState` plus id and detail)."""
+    if at.tzinfo is None:
+        raise ValueError(f"gate state time must be timezone-aware, got {at!r}")
+    payload: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "lot": lot,
+        "lane": lane,
+        "state": state,
+        "at": at.isoformat(timespec="milliseconds"),
+        "detail": detail,
+    }
+    return GATE_TOPIC.format(lane=lane), payload
 
 
 class Reply(BaseModel):

@@ -23,7 +23,7 @@ from gatekeeper.vision.reader import PlateReader
 from gatekeeper.vision.camera.grabber import FrameGrabber
 from gatekeeper.config import LaneConfig, MqttConfig, Settings, SiteConfig, StorageConfig
 from gatekeeper.hardware.barrier import Barrier
-from gatekeeper.lane import LaneOutcome, LaneRunner
+from gatekeeper.lane import FakeClock, LaneOutcome, LaneRunner
 from gatekeeper.sim.plates import draw_plate_scene, drop_photo
 from gatekeeper.store import Store
 
@@ -77,28 +77,12 @@ def reader() -> Iterator[PlateReader]:
         yield plate_reader
 
 
-class Clock:
-    """The store's clock, moved by the test (fees need hours to pass)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        with self._lock:
-            self.now += delta
-
-
 class LaneRig:
     """Entry and exit lanes over one store, with decisions collected on a queue per lane."""
 
     def __init__(self, tmp_path: Path, reader: PlateReader, *, reader_wrapper: Callable[[Any], Any] | None = None):
         HookedPin.hooks = {}
-        self.clock = Clock()
+        self.clock = FakeClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # one clock: store and lanes
         self.folders = {"entry-1": tmp_path / "cam" / "entry", "exit-1": tmp_path / "cam" / "exit"}
         self.settings = Settings(
             site=SiteConfig(capacity=10),
@@ -121,7 +105,7 @@ class LaneRig:
             runner = LaneRunner.from_settings(
                 self.settings, lane, store=self.store,
                 reader=reader_wrapper(reader) if reader_wrapper else reader,
-                barrier=barrier, grabber=grabber, reader_lock=lock,
+                barrier=barrier, grabber=grabber, reader_lock=lock, clock=self.clock,
             )
             q: queue.Queue[tuple[str, LaneOutcome | None]] = queue.Queue()
             runner.add_vehicle_listener(lambda kind, outcome, q=q: q.put((kind, outcome)))
