@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import cv2
 import numpy as np
 
-from gatekeeper.ocr_models import PLATE_RECOGNIZER, EasyOcrRecognizer, ModelNotFoundError, Recognizer
+from gatekeeper.ocr_models import PLATE_RECOGNIZER, ModelNotFoundError, Recognizer
+from gatekeeper.onnx_recognizer import load_recognizer
 from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 
 if TYPE_CHECKING:
@@ -325,6 +326,7 @@ class PlateReader:
         recognizer: Recognizer | None = None,
         recognizer_name: str = PLATE_RECOGNIZER,
         tuning_file: Path | None = None,
+        runtime: str = "onnx",
         work_size: int = 1280,
         max_candidates: int = 4,
         refine: int = 2,
@@ -338,8 +340,8 @@ class PlateReader:
         self._max_candidates = max_candidates
         self._refine = refine
         started = time.perf_counter()
-        self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(
-            model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
+        self._recognizer: Recognizer | None = recognizer or load_recognizer(
+            runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
         )
         # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
         self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
@@ -355,6 +357,7 @@ class PlateReader:
             threads=anpr.threads,
             recognizer_name=anpr.recognizer,
             tuning_file=anpr.tuning_file,
+            runtime=anpr.runtime,
         )
 
     def _grammar(self, region: str) -> PlateGrammar:
