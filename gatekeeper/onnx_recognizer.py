@@ -112,6 +112,9 @@ class OnnxRecognizer:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Every crop width is a new shape: a memory pattern planned for one is useless for the next.
         options.enable_mem_pattern = False
+        # Idle pool threads sleep instead of spinning: on a shared Pi the spin is CPU taken
+        # from the other lane, the camera and the sync, for no gain on crops this small.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

