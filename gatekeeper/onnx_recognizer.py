@@ -126,6 +126,7 @@ class OnnxRecognizer:
         self.input_height: int = int(entry["input_height"])
         self.name = name
         self.path = path
+        self.threads = threads
         self._max_width = max_width
         self.load_seconds = time.perf_counter() - started
         log.info("recogniser %s loaded from %s in %.2f s", name, path, self.load_seconds)

@@ -178,3 +178,33 @@ def test_onnx_and_torch_agree_on_drawn_plates(plate_onnx: OnnxRecognizer) -> Non
             exact[runtime] += read is not None and read.normalised == "".join(c for c in text if c.isalnum())
     assert abs(exact["onnx"] - exact["torch"]) <= 1, exact
     assert exact["onnx"] >= len(PLATES) // 2, exact   # the set is read at all, so the count means something
+
+
+def test_two_lanes_share_one_reader_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper.config import MqttConfig, Settings, StorageConfig
+    from gatekeeper.daemon import Daemon
+    from gatekeeper.sdnotify import SystemdNotifier
+    from tests.test_lane import lane_config
+
+    loads: list[OnnxRecognizer] = []
+    real_init = OnnxRecognizer.__init__
+
+    def counting_init(self: OnnxRecognizer, **kwargs: object) -> None:
+        real_init(self, **kwargs)
+        loads.append(self)
+
+    monkeypatch.setattr(OnnxRecognizer, "__init__", counting_init)
+    settings = Settings(
+        lanes=[lane_config("entry-1", "entry", tmp_path / "in", 17, 27),
+               lane_config("exit-1", "exit", tmp_path / "out", 22, 23)],
+        storage=StorageConfig(data_dir=tmp_path / "data", min_free_mb=0),
+        mqtt=MqttConfig(enabled=False),
+    )
+    daemon = Daemon(settings, sim=True, notifier=SystemdNotifier(environ={}), control_socket=False)
+    daemon.start()
+    try:
+        readers = {id(runner.reader) for runner in daemon.lanes.values()}
+        assert len(daemon.lanes) == 2 and len(readers) == 1
+        assert len(loads) == 1 and loads[0].threads == settings.anpr.threads
+    finally:
+        daemon.shutdown()
