@@ -266,6 +266,11 @@ FALLBACK_WEIGHT = 0.7
 #: taken without the extra views; most clear plates stop here, at about half the cost.
 SETTLED_CONFIDENCE = 0.8
 
+#: When the most plate-like row (geometry rank 0) reads at least this sure through a listed
+#: layout, the other candidate rows are not read: about 30 % less CPU per photo on the
+#: benchmark with the same exact reads (docs/anpr.md). Fallback readings never reach it (0.7x).
+SURE_FIRST_ROW = 0.9
+
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
 _OVERLAY = re.compile(
     r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}"            # 2024-05-02, 02.05.24, 12:30:05
@@ -424,7 +429,10 @@ class PlateReader:
         t1 = time.perf_counter()
         if candidates:
             overlays: list[TextRow] = []
-            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates], overlays)
+            # The most plate-like row first: when it reads this sure, the others are not read.
+            self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays)
+            if candidates[0].score(1) < SURE_FIRST_ROW:
+                self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays)
             # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
             # the pieces on a line with a recognised date or time are part of it.
             candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]
