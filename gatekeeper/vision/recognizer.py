@@ -20,7 +20,7 @@ import time
 import types
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -228,6 +228,27 @@ def own_frames(frames: int, width: int, batch_width: int) -> int:
     return max(1, min(frames, math.ceil(frames * width / batch_width)))
 
 
+def by_width(
+    prepared: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], list[np.ndarray]], *, ratio: float = 1.25
+) -> list[np.ndarray]:
+    """``run`` over batches of crops of similar width, results in the crops' order.
+
+    Padding a narrow crop to a wide one wastes convolutions, so a batch closes when the
+    next crop is more than ``ratio`` times as wide as its narrowest.
+    """
+    out: list[np.ndarray | None] = [None] * len(prepared)
+    order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[1])
+    batch: list[int] = []
+    for i in order + [-1]:
+        if batch and (i < 0 or prepared[i].shape[1] > ratio * prepared[batch[0]].shape[1]):
+            for j, probs in zip(batch, run([prepared[j] for j in batch])):
+                out[j] = probs
+            batch = []
+        if i >= 0:
+            batch.append(i)
+    return [o for o in out if o is not None]
+
+
 class Recognizer(Protocol):
     """A CTC line recogniser: grey crops in, per-frame class probabilities out.
 
@@ -295,19 +316,7 @@ class EasyOcrRecognizer:
     def probabilities(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not crops:
             return []
-        prepared = [self._prepare(c) for c in crops]
-        out: list[np.ndarray | None] = [None] * len(prepared)
-        # Batch crops of similar width only: padding a narrow crop to a wide one wastes convolutions.
-        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[1])
-        batch: list[int] = []
-        for i in order + [-1]:
-            if batch and (i < 0 or prepared[i].shape[1] > 1.25 * prepared[batch[0]].shape[1]):
-                for j, probs in zip(batch, self._run([prepared[j] for j in batch])):
-                    out[j] = probs
-                batch = []
-            if i >= 0:
-                batch.append(i)
-        return [o for o in out if o is not None]
+        return by_width([self._prepare(c) for c in crops], self._run)
 
     def _run(self, prepared: list[np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
