@@ -129,7 +129,7 @@ class OutboxPump:
                     break
                 try:
                     mid = transport.publish(f"{self.base}/{row.topic}", row.payload.encode("utf-8"),
-                                            qos=row.qos, retain=row.retain)
+                                            qos=row.qos, retain=row.retain, correlation=row.correlation)
                 except ValueError as exc:  # an invalid topic can never be sent: say so, keep it
                     log.error("outbox row %d (%s) cannot be published: %s", row.id, row.topic, exc)
                     with self._lock:
