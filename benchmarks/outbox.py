@@ -79,7 +79,7 @@ def run(events: int, broker_inflight: int, max_inflight: int, *, outage_s: float
                     seen: set[str] = set()
                     start = time.perf_counter()
                     sync.wake()
-                    acked_s = wait_for(lambda: store.outbox_stats()["pending"] == 0)
+                    acked_s = wait_for(lambda: not store.outbox_pending(limit=1))
                     got_s = wait_for(lambda: received_count(cloud, seen) >= events) + acked_s
                     rate = events / acked_s
                     print(f"drain (connected): {events} events marked sent in {acked_s:.2f} s = {rate:,.0f} events/s; "
@@ -101,7 +101,7 @@ def run(events: int, broker_inflight: int, max_inflight: int, *, outage_s: float
                         broker.start()
                         start = time.perf_counter()
                         connected_s = wait_for(lambda: sync.connected)
-                        drained_s = wait_for(lambda: store.outbox_stats()["pending"] == 0) + connected_s
+                        drained_s = wait_for(lambda: not store.outbox_pending(limit=1)) + connected_s
                         all_s = wait_for(lambda: received_count(cloud, seen) >= events) + drained_s
                         results.append(drained_s)
                         print(f"outage {trial}: {events} events made during a {outage_s:.0f} s outage ({make_s:.2f} s "

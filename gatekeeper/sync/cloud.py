@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Store.from_settings(settings) as store:
+        if store.created:
+            log.warning("NEW LOT %r: created an empty database at %s", settings.site.lot_id, store.path)
         sync = CloudSync(settings, store, open_handler=_no_lanes)
         sync.start()
         try:

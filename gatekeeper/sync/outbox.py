@@ -141,9 +141,11 @@ class OutboxPump:
                 self.register(mid, row.id)
                 self.published += 1
                 sent.append(row.id)
-            if sent:
-                self.store.outbox_note_attempt(sent)
-            self.flush_acks()
+            # One commit (one fsync) per batch: the attempts counted and the PUBACKs so far marked sent.
+            with self.store.transaction():
+                if sent:
+                    self.store.outbox_note_attempt(sent)
+                self.flush_acks()
 
 
 class OutboxWatch:

@@ -95,6 +95,26 @@ class _Client(mqtt.Client):
                     break
         self.kick.clear()
 
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        _quick_ack(self._sock)
+        return rc
+
+
+def _quick_ack(sock: Any) -> None:
+    """Linux: ACK what was just read at once instead of up to 40 ms later. The broker's Nagle (stock
+    mosquitto has ``set_tcp_nodelay false``) holds its next packet to us, e.g. a command, until that
+    ACK; the kernel drops back to delayed ACKs on its own, so it is set again after every read."""
+    if sock is None or not _QUICKACK:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)
+
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     try:
