@@ -216,3 +216,66 @@ def test_a_lane_on_a_full_disk_stays_shut_and_asks_for_the_attendant(tmp_path: P
             assert [e["reason"] for e in rig.store.events(kinds=["alarm"])] == ["storage_fault"]
         finally:
             rig.close()
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MB filesystem (tmpfs), when this machine lets us mount one (root, not in a locked-down container)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_real_full_filesystem_faults_and_recovers_losing_nothing(tiny_fs: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with Store.from_settings(settings_for(tiny_fs / "data")) as store:
+        before = [enter(store, f"K {i}") for i in range(20)]
+        ballast = tiny_fs / "ballast"
+        fd = os.open(ballast, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass  # ENOSPC: the filesystem is full
+        finally:
+            os.close(fd)
+        caplog.set_level(logging.INFO)
+        with pytest.raises(StorageFault, match="disk full"):
+            for i in range(10_000):
+                enter(store, f"FULL {i}")
+        assert store.storage_fault == "disk full" and not store.check_storage()
+        assert not [r for r in caplog.records if r.exc_info]
+        ballast.unlink()
+        assert store.check_storage()
+        assert [e["reason"] for e in store.events(kinds=["alarm"])] == ["storage_fault"]
+        assert enter(store, "AFTER") is not None
+        inside = {s["id"] for s in store.sessions()}
+    assert set(before) <= inside  # everything committed before the fault is still there
+    with Store.from_settings(settings_for(tiny_fs / "data")) as reopened:
+        assert {s["id"] for s in reopened.sessions()} == inside
+
+
+def test_status_shows_the_storage_fault(tmp_path: Path) -> None:
+    from gatekeeper.service.status import status_line, status_report
+
+    settings = settings_for(tmp_path / "data")
+    with Store.from_settings(settings) as store:
+        fill_disk(store)
+        with pytest.raises(StorageFault):
+            for i in range(2000):
+                enter(store, f"FULL {i}")
+        report = status_report(settings=settings, store=store, sync=None, lanes={}, sim=False, ready=True,
+                               started_at=None, healthy=True)
+        assert report["storage_fault"] == "disk full"
+        assert "STORAGE FAULT: disk full" in status_line(store=store, sync=None, lanes={})
+        free_disk(store)
+        store.check_storage()
+        assert status_report(settings=settings, store=store, sync=None, lanes={}, sim=False, ready=True,
+                             started_at=None, healthy=True)["storage_fault"] is None

@@ -356,6 +356,7 @@ def test_bad_input_gets_an_error_reply_and_an_event(sync: CloudSync, store: Stor
         assert reply.status == "error" and reply.error, (payload[:40], reply)
     assert [e["reason"] for e in rejected_events(store)] == list(cases.values())
     assert store.session(sid)["status"] == "open"
+    assert sync.health()["rejections_total"] == len(cases)  # what `gatekeeper status` shows
 
 
 def _mutations(rng: random.Random, valid: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
