@@ -279,3 +279,17 @@ def test_status_shows_the_storage_fault(tmp_path: Path) -> None:
         store.check_storage()
         assert status_report(settings=settings, store=store, sync=None, lanes={}, sim=False, ready=True,
                              started_at=None, healthy=True)["storage_fault"] is None
+
+
+def test_an_older_install_without_a_marker_gets_one_and_is_protected_too(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "data")
+    with Store.from_settings(settings) as store:
+        enter(store, "A 1")
+    marker = tmp_path / "data" / "gatekeeper.db.lot"
+    marker.unlink()  # as before this guard existed
+    with Store.from_settings(settings) as store:
+        assert not store.created and len(store.sessions()) == 1
+    assert marker.is_file() and "first_seen_at" in marker.read_text()
+    settings.storage.database_path.write_bytes(b"")
+    with pytest.raises(StoreError, match="refusing"):
+        Store.from_settings(settings)

@@ -174,20 +174,28 @@ def secure_dir(directory: Path) -> None:
         directory.mkdir(parents=True, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask; say it exactly
         return
-    mode = stat.S_IMODE(directory.stat().st_mode)
-    if mode & 0o027:
-        os.chmod(directory, mode & 0o750)
+    info = directory.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o027 and info.st_uid == os.geteuid():  # not ours (an operator reading): leave it
+        try:
+            os.chmod(directory, mode & 0o750)
+        except OSError as exc:
+            log.warning("could not make %s private: %s", directory, exc)
 
 
 def _secure_file(path: Path) -> None:
     """Database files: 0600, or 0640 when the operators' group was given read access; never more."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except FileNotFoundError:
         return
+    mode = stat.S_IMODE(info.st_mode)
     wanted = 0o600 | (mode & 0o040)
-    if mode != wanted:
-        os.chmod(path, wanted)
+    if mode != wanted and info.st_uid == os.geteuid():  # an operator's read-only open leaves it alone
+        try:
+            os.chmod(path, wanted)
+        except OSError as exc:
+            log.warning("could not make %s private: %s", path, exc)
 
 
 class Database:
@@ -229,13 +237,18 @@ class Database:
         self._migrate()
         for suffix in ("-wal", "-shm"):
             _secure_file(self.path.with_name(self.path.name + suffix))
-        if self.created:
+        if self.created or not lot_marker(self.path).exists():
+            # An older install has no marker yet: it gets one now, so that losing its database is noticed too.
             marker = {"lot_id": lot_id, "database": self.path.name,
-                      "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-            fd = os.open(lot_marker(self.path), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(json.dumps(marker) + "\n")
-            _secure_file(lot_marker(self.path))
+                      "created_at" if self.created else "first_seen_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            try:
+                fd = os.open(lot_marker(self.path), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(json.dumps(marker) + "\n")
+                _secure_file(lot_marker(self.path))
+            except OSError as exc:  # e.g. an operator without write access: the daemon writes it
+                log.debug("lot marker not written: %s", exc)
+        if self.created:
             log.info("created a new, empty lot database for lot %r at %s", lot_id, self.path)
 
     def _check_new_lot(self, *, create: bool, lot_id: str, evidence: Iterable[Path]) -> bool:
