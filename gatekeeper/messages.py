@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 #: Relative topics (under ``{prefix}/{lot_id}/``).
 STATUS_TOPIC = "status"
@@ -37,13 +37,35 @@ Plate = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 
 
+def _sane_moment(value: datetime) -> datetime:
+    """Years 2000-2999 only: an absurd date is a mistake, and near year 1 or 9999 UTC conversion overflows."""
+    if not 2000 <= value.year <= 2999:
+        raise ValueError("year must be between 2000 and 2999")
+    return value
+
+
+#: A point in time in a command: ISO 8601 with an offset, within reason.
+Moment = Annotated[AwareDatetime, AfterValidator(_sane_moment)]
+
+
 # --------------------------------------------------------------------------- edge -> cloud
+
+
+#: ``seq`` on every outgoing JSON message: see docs/mqtt.md, "Sequence numbers".
+SEQ_DESCRIPTION = (
+    "the lot's message counter: +1 for every message queued, on every topic, kept across restarts; "
+    "a gap means a message was lost, a repeat is a re-delivery"
+)
+#: The largest integer every JSON library reads exactly (2**53 - 1).
+MAX_JSON_INT = 9_007_199_254_740_991
 
 
 class Outbound(BaseModel):
     """Base of what the edge publishes: unknown keys are kept, not refused."""
 
     model_config = ConfigDict(extra="allow")
+
+    seq: int | None = Field(None, description=SEQ_DESCRIPTION)
 
 
 class Event(Outbound):
@@ -139,6 +161,19 @@ def gate_state_message(*, lot: str, lane: str, state: str, at: datetime, detail:
     return GATE_TOPIC.format(lane=lane), payload
 
 
+class PaymentResult(BaseModel):
+    """What a payment did: the result the first command with this reference got."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: int
+    amount: int = Field(description="minor units applied by this payment")
+    reference: str | None
+    paid_at: datetime
+    amount_paid: int = Field(description="the session's total paid, minor units, right after this payment")
+    command_id: str | None = Field(None, description="the id of the command that applied it")
+
+
 class Reply(BaseModel):
     """``reply/{name}``: the answer to one command (QoS 1, not retained)."""
 
@@ -150,6 +185,14 @@ class Reply(BaseModel):
     command: str = Field(description="the command name")
     at: datetime
     session_id: int | None = Field(None, description="payment: the session that was paid")
+    result: PaymentResult | None = Field(None, description="payment: what it applied (or, for a duplicate, "
+                                         "what the first payment with this reference applied)")
+    duplicate: bool = Field(False, description="payment: this reference was already applied to the session; "
+                            "nothing was applied again, result is the first result")
+    repeat: bool = Field(False, description="this command id was handled before: this is the stored reply, "
+                         "the command was not carried out again")
+    seq: int | None = Field(None, description=SEQ_DESCRIPTION + " (null on replies to unreadable or "
+                            "unauthenticated requests, which are not queued)")
 
 
 # --------------------------------------------------------------------------- cloud -> edge
@@ -161,21 +204,22 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: MessageId = Field(description="unique per command; a second command with the same id is a replay")
-    ts: AwareDatetime = Field(description="when the cloud sent it; refused outside mqtt.max_clock_skew_s")
-    sig: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
-        description="hex HMAC-SHA256 over the canonical JSON of every other field"
+    ts: Moment = Field(description="when the cloud sent it; refused outside mqtt.max_clock_skew_s")
+    sig: Annotated[str, StringConstraints(pattern=r"^(v2:)?[0-9a-f]{64}$")] = Field(
+        description="'v2:' + hex HMAC-SHA256 over the lot id, the command name and the canonical JSON of every "
+        "other field (docs/mqtt.md, Signing); a bare hex v1 signature only with mqtt.accept_v1_signatures"
     )
 
 
 class PaymentCommand(Command):
     """``cmd/payment``: a payment was confirmed; the session is paid and its exit grace starts at ``paid_at``."""
 
-    session_id: StrictInt | None = Field(None, ge=1, description="the session, or give plate")
+    session_id: StrictInt | None = Field(None, ge=1, le=MAX_JSON_INT, description="the session, or give plate")
     plate: Plate | None = Field(None, description="resolved to the one session inside with this plate")
     amount: StrictInt = Field(ge=0, le=100_000_000, description="minor units")
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
     reference: Annotated[str, StringConstraints(max_length=200)] | None = None
-    paid_at: AwareDatetime | None = Field(None, description="default: now")
+    paid_at: Moment | None = Field(None, description="default: now")
 
     @model_validator(mode="after")
     def _session_or_plate(self) -> "PaymentCommand":
@@ -195,8 +239,8 @@ class ListEntryModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     plate: Plate
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Moment | None = None
+    valid_until: Moment | None = None
     note: ShortText | None = None
 
 
@@ -214,8 +258,8 @@ class ReservationCommand(Command):
     op: Literal["upsert", "delete"]
     reservation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     plate: Plate | None = None
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Moment | None = None
+    valid_until: Moment | None = None
     note: ShortText | None = None
 
     @model_validator(mode="after")
@@ -232,8 +276,8 @@ class TariffModel(BaseModel):
 
     free_minutes: StrictInt = Field(ge=0, le=1440)
     interval_minutes: StrictInt = Field(ge=1, le=1440)
-    rate: StrictInt = Field(ge=0)
-    daily_max: StrictInt = Field(ge=0, description="0 = no cap")
+    rate: StrictInt = Field(ge=0, le=100_000_000)
+    daily_max: StrictInt = Field(ge=0, le=100_000_000, description="0 = no cap")
     grace_minutes: StrictInt = Field(ge=0, le=1440)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = Field(None, description="default: unchanged")
     currency_digits: StrictInt | None = Field(None, ge=0, le=3)

@@ -161,6 +161,7 @@ class Subscriber:
         self.broker = broker
         self.topic = topic
         self.messages: queue.Queue[Received] = queue.Queue()
+        self.history: list[Received] = []  # every message, in arrival order (get() skips)
         self._subscribed = threading.Event()
         self._acks: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -184,7 +185,9 @@ class Subscriber:
             client.subscribe(self.topic, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        received = Received(msg.topic, bytes(msg.payload), bool(msg.retain))
+        self.history.append(received)
+        self.messages.put(received)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:

@@ -26,10 +26,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def signed(body: dict[str, Any], *, secret: str = SECRET, **overrides: Any) -> bytes:
-    """A command as the cloud sends it: fresh id and ts, signed."""
+def signed(first: str | dict[str, Any], body: dict[str, Any] | None = None, *, secret: str = SECRET,
+           lot: str = LOT, **overrides: Any) -> bytes:
+    """A command as the cloud sends it: fresh id and ts, signed (v2) for ``name`` (default payment)."""
+    name, body = (first, body or {}) if isinstance(first, str) else ("payment", first)
     full = {"id": uuid.uuid4().hex, "ts": now().isoformat(), **body, **overrides}
-    return json.dumps(sign(full, secret)).encode()
+    return json.dumps(sign(full, secret, lot=lot, command=name)).encode()
 
 
 class OpenRecorder:
@@ -197,7 +199,7 @@ def test_payment_lets_the_exit_open(sync: CloudSync, store: Store, cloud: Subscr
     before = decide_exit("HH-GK 77", now=now(), sessions=store.inside_sessions(), tariff=tariff)
     assert not before.open and before.reason is Reason.UNPAID and before.fee_due == 750
 
-    reply = command(cloud, "payment", signed({"session_id": sid, "amount": before.fee_due,
+    reply = command(cloud, "payment", signed("payment", {"session_id": sid, "amount": before.fee_due,
                                               "reference": "psp-1", "paid_at": now().isoformat()}))
     assert (reply.status, reply.error, reply.session_id) == ("ok", None, sid)
     session = store.session(sid)
@@ -205,8 +207,8 @@ def test_payment_lets_the_exit_open(sync: CloudSync, store: Store, cloud: Subscr
 
     after = decide_exit("HH-GK 77", now=now(), sessions=store.inside_sessions(), tariff=tariff)
     assert after.open and after.reason is Reason.PAID and after.session_id == sid
-    sync.wake()
-    paid = PaidEvent.model_validate_json(cloud.get(where=lambda m: m.topic == f"{BASE}/events/paid").payload)
+    # The paid event was committed (and queued) before the reply, so it is already here.
+    paid = PaidEvent.model_validate_json(next(m for m in cloud.history if m.topic == f"{BASE}/events/paid").payload)
     assert (paid.session_id, paid.amount, paid.by) == (sid, 750, "cloud")
 
 
@@ -217,11 +219,11 @@ def test_payment_by_plate_resolves_one_session_and_refuses_guesses(sync: CloudSy
     enter(store, "KA-XY 1", t0)
     enter(store, "KA-XY 7", t0)
     # Look-alike (0 for O) is accepted; the exact plate of another car is not needed.
-    ok = command(cloud, "payment", signed({"plate": "KA 0B 100", "amount": 250}))
+    ok = command(cloud, "payment", signed("payment", {"plate": "KA 0B 100", "amount": 250}))
     assert (ok.status, ok.session_id) == ("ok", sid)
-    wrong = command(cloud, "payment", signed({"plate": "KA-XY 2", "amount": 250}))
+    wrong = command(cloud, "payment", signed("payment", {"plate": "KA-XY 2", "amount": 250}))
     assert wrong.status == "error" and "KAXY2" in (wrong.error or "")
-    unknown = command(cloud, "payment", signed({"plate": "ZZ 999", "amount": 250}))
+    unknown = command(cloud, "payment", signed("payment", {"plate": "ZZ 999", "amount": 250}))
     assert unknown.status == "error" and "no vehicle inside" in (unknown.error or "")
     assert [s["status"] for s in store.sessions(plate="KA-XY 1")] == ["open"]
 
@@ -236,13 +238,13 @@ def test_forged_payments_are_rejected(sync: CloudSync, store: Store, cloud: Subs
     if case == "unsigned":
         payload = json.dumps(body)
     elif case == "wrong_secret":
-        payload = json.dumps(sign(body, "guessed-secret"))
+        payload = json.dumps(sign(body, "guessed-secret", lot=LOT, command="payment"))
     elif case == "tampered_amount":
-        payload = json.dumps({**sign(body, SECRET), "amount": 99_999})
+        payload = json.dumps({**sign(body, SECRET, lot=LOT, command="payment"), "amount": 99_999})
     elif case == "stale":
-        payload = json.dumps(sign({**body, "ts": (now() - timedelta(minutes=10)).isoformat()}, SECRET))
+        payload = json.dumps(sign({**body, "ts": (now() - timedelta(minutes=10)).isoformat()}, SECRET, lot=LOT, command="payment"))
     elif case == "future":
-        payload = json.dumps(sign({**body, "ts": (now() + timedelta(minutes=10)).isoformat()}, SECRET))
+        payload = json.dumps(sign({**body, "ts": (now() + timedelta(minutes=10)).isoformat()}, SECRET, lot=LOT, command="payment"))
     else:
         payload = json.dumps({**body, "sig": "zz" * 32})
     reply = command(cloud, "payment", payload.encode())
@@ -254,22 +256,26 @@ def test_forged_payments_are_rejected(sync: CloudSync, store: Store, cloud: Subs
     assert json.loads(events[0]["data"]) == {"command": "payment", "request_id": body["id"]}
 
 
-def test_replayed_payment_is_rejected_and_pays_once(sync: CloudSync, store: Store, cloud: Subscriber) -> None:
+def test_replayed_payment_gets_the_stored_reply_and_pays_once(sync: CloudSync, store: Store,
+                                                              cloud: Subscriber) -> None:
     sid = enter(store, "R-EP 1", now() - timedelta(hours=1))
     payload = signed({"session_id": sid, "amount": 250})
-    assert command(cloud, "payment", payload).status == "ok"
+    first = command(cloud, "payment", payload)
+    assert first.status == "ok" and not first.repeat and first.seq is not None
     again = command(cloud, "payment", payload)
-    assert again.status == "error" and "already used" in (again.error or "")
+    assert again.status == "ok" and again.repeat and again.session_id == sid
+    assert again.result == first.result and again.seq is not None and again.seq > first.seq
     assert store.session(sid)["amount_paid"] == 250
-    assert [e["reason"] for e in rejected_events(store)] == ["replay"]
+    assert len(store.events(kinds=["paid"])) == 1 and rejected_events(store) == []
 
 
 def test_a_refused_command_uses_up_its_id(sync: CloudSync, store: Store, cloud: Subscriber) -> None:
     payload = signed({"plate": "LATE 1", "amount": 250})
-    assert command(cloud, "payment", payload).status == "error"  # not inside yet
+    first = command(cloud, "payment", payload)  # not inside yet
+    assert first.status == "error"
     enter(store, "LATE 1", now())
     again = command(cloud, "payment", payload)  # a captured copy, replayed once the car is in
-    assert again.status == "error" and "already used" in (again.error or "")
+    assert again.status == "error" and again.repeat and again.error == first.error
     assert store.sessions(plate="LATE 1")[0]["status"] == "open"
 
 
@@ -278,7 +284,7 @@ def test_without_a_secret_every_command_is_rejected(mosquitto: Mosquitto, tmp_pa
     settings = sync_settings(mosquitto, tmp_path / "nosecret", secret=None)
     with Store.from_settings(settings) as store, CloudSync(settings, store, open_handler=opener):
         cloud.get(where=lambda m: m.topic == f"{BASE}/status" and m.payload == b"online")
-        reply = command(cloud, "open", signed({"lane": "exit-1", "reason": "intercom"}))
+        reply = command(cloud, "open", signed("open", {"lane": "exit-1", "reason": "intercom"}))
         assert reply.status == "error" and "no HMAC secret" in (reply.error or "")
         assert opener.calls == []
         assert [e["reason"] for e in rejected_events(store)] == ["no_secret"]
@@ -289,10 +295,10 @@ def test_without_a_secret_every_command_is_rejected(mosquitto: Mosquitto, tmp_pa
 
 def test_open_command_calls_the_handler_and_reports_its_failure(sync: CloudSync, cloud: Subscriber,
                                                                opener: OpenRecorder) -> None:
-    assert command(cloud, "open", signed({"lane": "exit-1", "reason": "intercom: ticket lost"})).status == "ok"
+    assert command(cloud, "open", signed("open", {"lane": "exit-1", "reason": "intercom: ticket lost"})).status == "ok"
     assert opener.calls == [("exit-1", "intercom: ticket lost", "cloud")]
     opener.fail_with = KeyError("no lane 'exit-9'")
-    reply = command(cloud, "open", signed({"lane": "exit-9", "reason": "x"}))
+    reply = command(cloud, "open", signed("open", {"lane": "exit-9", "reason": "x"}))
     assert reply.status == "error" and "exit-9" in (reply.error or "")
     unsigned = json.dumps({"id": "u1", "ts": now().isoformat(), "lane": "exit-1", "reason": "x"}).encode()
     assert command(cloud, "open", unsigned).status == "error"
@@ -303,28 +309,28 @@ def test_list_reservation_and_tariff_commands(sync: CloudSync, store: Store, clo
                                               config_changes: list[int]) -> None:
     t0 = now()
     entries = [{"plate": "AL-1"}, {"plate": "AL 2", "valid_until": (t0 + timedelta(days=1)).isoformat(), "note": "staff"}]
-    assert command(cloud, "lists", signed({"kind": "allow", "op": "add", "entries": entries})).status == "ok"
-    assert command(cloud, "lists", signed({"kind": "deny", "op": "add", "entries": [{"plate": "BAD 1"}]})).status == "ok"
+    assert command(cloud, "lists", signed("lists", {"kind": "allow", "op": "add", "entries": entries})).status == "ok"
+    assert command(cloud, "lists", signed("lists", {"kind": "deny", "op": "add", "entries": [{"plate": "BAD 1"}]})).status == "ok"
     assert {(e.plate, e.kind) for e in store.list_entries()} == {("AL1", "allow"), ("AL2", "allow"), ("BAD1", "deny")}
-    assert command(cloud, "lists", signed({"kind": "allow", "op": "remove", "entries": [{"plate": "al1"}]})).status == "ok"
-    assert command(cloud, "lists", signed({"kind": "deny", "op": "replace", "entries": []})).status == "ok"
+    assert command(cloud, "lists", signed("lists", {"kind": "allow", "op": "remove", "entries": [{"plate": "al1"}]})).status == "ok"
+    assert command(cloud, "lists", signed("lists", {"kind": "deny", "op": "replace", "entries": []})).status == "ok"
     assert {(e.plate, e.kind) for e in store.list_entries()} == {("AL2", "allow")}
 
     window = {"valid_from": t0.isoformat(), "valid_until": (t0 + timedelta(hours=4)).isoformat()}
-    assert command(cloud, "reservation", signed({"op": "upsert", "reservation_id": "res-1", "plate": "RS 1",
+    assert command(cloud, "reservation", signed("reservation", {"op": "upsert", "reservation_id": "res-1", "plate": "RS 1",
                                                  **window})).status == "ok"
     assert [(r.id, r.plate) for r in store.reservations()] == [("res-1", "RS1")]
     backwards = {"valid_from": window["valid_until"], "valid_until": window["valid_from"]}
-    bad = command(cloud, "reservation", signed({"op": "upsert", "reservation_id": "res-2", "plate": "X", **backwards}))
+    bad = command(cloud, "reservation", signed("reservation", {"op": "upsert", "reservation_id": "res-2", "plate": "X", **backwards}))
     assert bad.status == "error" and "after valid_from" in (bad.error or "")
-    assert command(cloud, "reservation", signed({"op": "delete", "reservation_id": "res-1"})).status == "ok"
+    assert command(cloud, "reservation", signed("reservation", {"op": "delete", "reservation_id": "res-1"})).status == "ok"
     assert store.reservations() == []
 
     tariff = {"free_minutes": 0, "interval_minutes": 30, "rate": 100, "daily_max": 1500, "grace_minutes": 10}
-    assert command(cloud, "tariff", signed({"tariff": tariff})).status == "ok"
+    assert command(cloud, "tariff", signed("tariff", {"tariff": tariff})).status == "ok"
     assert store.tariff() == Tariff(0, 30, 100, 1500, 10, "EUR", 2)
     assert config_changes == [1]
-    floaty = command(cloud, "tariff", signed({"tariff": {**tariff, "rate": "100"}}))
+    floaty = command(cloud, "tariff", signed("tariff", {"tariff": {**tariff, "rate": "100"}}))
     assert floaty.status == "error" and "rate" in (floaty.error or "")
     assert config_changes == [1]
 
@@ -350,6 +356,7 @@ def test_bad_input_gets_an_error_reply_and_an_event(sync: CloudSync, store: Stor
         assert reply.status == "error" and reply.error, (payload[:40], reply)
     assert [e["reason"] for e in rejected_events(store)] == list(cases.values())
     assert store.session(sid)["status"] == "open"
+    assert sync.health()["rejections_total"] == len(cases)  # what `gatekeeper status` shows
 
 
 def _mutations(rng: random.Random, valid: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
@@ -372,7 +379,7 @@ def _mutations(rng: random.Random, valid: dict[str, bytes]) -> Iterator[tuple[st
             body = json.loads(base)
             key = rng.choice([k for k in body if k != "sig"])
             body[key] = rng.choice(junk_values)
-            yield name, json.dumps(sign(body, SECRET)).encode()
+            yield name, json.dumps(sign(body, SECRET, lot=LOT, command=name)).encode()
         elif pick == 4:  # a field dropped or added, re-signed
             body = json.loads(base)
             if rng.random() < 0.5:
@@ -380,7 +387,7 @@ def _mutations(rng: random.Random, valid: dict[str, bytes]) -> Iterator[tuple[st
             else:
                 body[rng.choice(["extra", "lane", "amount", "entries"])] = rng.choice(junk_values)
             body["id"] = uuid.uuid4().hex
-            yield name, json.dumps(sign(body, SECRET)).encode()
+            yield name, json.dumps(sign(body, SECRET, lot=LOT, command=name)).encode()
         elif pick == 5:  # JSON of the wrong shape
             yield name, json.dumps(rng.choice(junk_values)).encode()
         else:  # deep nesting
@@ -394,11 +401,11 @@ def test_thousands_of_random_payloads_leave_the_client_running(sync: CloudSync, 
     t0 = now()
     valid = {
         "payment": signed({"session_id": sid, "amount": 1}),
-        "open": signed({"lane": "exit-1", "reason": "fuzz"}),
-        "lists": signed({"kind": "deny", "op": "add", "entries": [{"plate": "FZ 9"}]}),
-        "reservation": signed({"op": "upsert", "reservation_id": "r", "plate": "FZ 8",
+        "open": signed("open", {"lane": "exit-1", "reason": "fuzz"}),
+        "lists": signed("lists", {"kind": "deny", "op": "add", "entries": [{"plate": "FZ 9"}]}),
+        "reservation": signed("reservation", {"op": "upsert", "reservation_id": "r", "plate": "FZ 8",
                                "valid_from": t0.isoformat(), "valid_until": (t0 + timedelta(hours=1)).isoformat()}),
-        "tariff": signed({"tariff": {"free_minutes": 1, "interval_minutes": 60, "rate": 1, "daily_max": 0,
+        "tariff": signed("tariff", {"tariff": {"free_minutes": 1, "interval_minutes": 60, "rate": 1, "daily_max": 0,
                                      "grace_minutes": 1}}),
     }
     rng = random.Random(20261123)
@@ -420,7 +427,7 @@ def test_thousands_of_random_payloads_leave_the_client_running(sync: CloudSync, 
     paid_ok = sum(r.status == "ok" for m, r in zip(replies, parsed) if m.topic.endswith("/reply/payment"))
     assert store.session(sid)["amount_paid"] == paid_ok
 
-    ok = command(cloud, "open", signed({"lane": "exit-1", "reason": "after the storm"}))
+    ok = command(cloud, "open", signed("open", {"lane": "exit-1", "reason": "after the storm"}))
     assert ok.status == "ok" and opener.calls[-1] == ("exit-1", "after the storm", "cloud")
 
 
@@ -475,5 +482,5 @@ def test_mqtt_311_fallback_round_trip(mosquitto: Mosquitto, tmp_path: Path, clou
         sync.wake()
         assert cloud.get(where=lambda m: m.topic == f"{BASE}/events/alarm").json()["id"] == event_id
         sid = enter(store, "V3 11", now())
-        assert command(cloud, "payment", signed({"session_id": sid, "amount": 100})).status == "ok"
+        assert command(cloud, "payment", signed("payment", {"session_id": sid, "amount": 100})).status == "ok"
         assert store.session(sid)["status"] == "paid"

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     run.set_defaults(func=cmd_run)
 
+    init = sub.add_parser("init", help="create this lot's empty database (refused over an existing lot)")
+    init.set_defaults(func=cmd_init)
+
     open_ = sub.add_parser("open", help="open a barrier by hand (recorded with who and why)")
     open_.add_argument("lane", metavar="LANE")
     open_.add_argument("--reason", required=True, help="why, for the event log (e.g. 'ticket machine broken')")
@@ -38,6 +41,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     arrive.add_argument("--by", help="who typed it (default: your user name)")
     arrive.add_argument("--json", action="store_true")
     arrive.set_defaults(func=cmd_arrive)
+
+
+# --------------------------------------------------------------------------- init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """A new lot, explicitly: refused when the database exists or the data directory holds a lot's state."""
+    from gatekeeper.store import Store, StoreError
+
+    settings = settings_from_args(args)
+    path = settings.storage.database_path
+    if path.exists() and path.stat().st_size > 0:
+        fail(f"{path} already holds a lot's database: nothing to do")
+    try:
+        with Store.from_settings(settings) as store:
+            print(f"created lot {settings.site.lot_id!r}: an empty database at {store.path}")
+    except StoreError as exc:
+        fail(str(exc))
+    return 0
 
 
 # --------------------------------------------------------------------------- run

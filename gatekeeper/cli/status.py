@@ -49,9 +49,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"camera {'ok' if cam.get('connected') else 'DOWN'}"
                 + (f", last: {lane['last_decision']}" if lane.get("last_decision") else "")
             )
+        if daemon.get("storage_fault"):
+            print(f"  STORAGE FAULT: {daemon['storage_fault']} - lanes refuse vehicles until it clears")
         if daemon.get("sync") is not None:
             sync = daemon["sync"]
-            print(f"  sync: {'connected' if sync.get('connected') else 'offline'}")
+            rejected = sync.get("rejections_total")
+            print(f"  sync: {'connected' if sync.get('connected') else 'offline'}"
+                  + (f", {rejected} command(s) rejected since start" if rejected else ""))
     print("\nInside:")
     print_table(report["open_sessions"], ("id", "plate", "status", "entry_lane", "entry_at", "paid_at"))
     print("\nLast events:")

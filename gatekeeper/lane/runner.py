@@ -38,6 +38,7 @@ from gatekeeper.lane.ports import (
 from gatekeeper.lane.recorder import DecisionRecorder
 from gatekeeper.lane.sequence import DecisionSequence, LaneCounters
 from gatekeeper.rules import Policy, normalise_plate
+from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,12 @@ class LaneRunner:
                 source="camera",
                 by="camera",
             )
+        except StoreError as exc:
+            # Refused or the disk is full: the sequence already logged it (one line, no traceback),
+            # kept the barrier shut and told the driver to see the attendant.
+            self.counters.error(f"decision: {exc}")
+            self._notify("error", None)
+            return "error"
         except Exception as exc:
             self.counters.error(f"decision: {exc}")
             log.exception("lane %s: carrying out the decision failed", self.id)

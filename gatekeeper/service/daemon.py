@@ -110,8 +110,9 @@ class Daemon:
         t0 = time.monotonic()
         self.started_at = datetime.now(UTC)
         s = self.settings
-        s.storage.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store.from_settings(s)
+        self.store = Store.from_settings(s)  # creates the data directory 0700
+        if self.store.created:
+            log.warning("NEW LOT %r: created an empty database at %s", s.site.lot_id, self.store.path)
         if self._reader is None:
             self._reader = load_reader(s.anpr)
         if self._pin_factory is None:
@@ -209,6 +210,8 @@ class Daemon:
         now = time.monotonic()
         if now - self._last_status >= STATUS_EVERY_S:
             self._last_status = now
+            if self.store is not None and self.store.storage_fault is not None:
+                self.store.check_storage()  # a full disk: notice (and record) its recovery without traffic
             self.notifier.status(self.status_line())
         return healthy
 

@@ -11,7 +11,7 @@ from gatekeeper import __version__
 from gatekeeper.config import Settings
 from gatekeeper.lane import LaneRunner
 from gatekeeper.service.control import PeerCredentials
-from gatekeeper.store import Store
+from gatekeeper.store import Store, StoreError
 
 
 class SyncLike(Protocol):
@@ -55,6 +55,7 @@ def status_report(
         "lot": settings.site.lot_id,
         "occupancy": store.occupancy() if store else None,
         "outbox": store.outbox_stats() if store else None,
+        "storage_fault": store.storage_fault if store else None,
         "healthy": healthy,
         "lanes": [runner.status() for runner in lanes.values()],
         "sync": sync_health,
@@ -74,7 +75,8 @@ def status_line(*, store: Store | None, sync: SyncLike | None, lanes: Mapping[st
             online = "; cloud " + ("online" if sync.connected else "offline")
         except Exception:
             online = ""
-    return f"{occ['occupied']}/{occ['capacity']} occupied; {gates}; outbox {backlog} waiting{online}"
+    fault = f"; STORAGE FAULT: {store.storage_fault}" if store.storage_fault else ""
+    return f"{occ['occupied']}/{occ['capacity']} occupied; {gates}; outbox {backlog} waiting{online}{fault}"
 
 
 class ControlCommands:
@@ -120,7 +122,7 @@ class ControlCommands:
                 return {"ok": False, "error": "arrive needs a plate"}
             try:
                 outcome = runner.arrive(plate, by=by)
-            except ValueError as exc:
+            except (ValueError, StoreError) as exc:  # e.g. the disk is full: the lane said "see attendant"
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "lane": runner.id, "decision": outcome.as_dict()}
         return {"ok": False, "error": f"unknown command {cmd!r} (status, open, arrive, reload)"}

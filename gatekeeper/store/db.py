@@ -7,17 +7,27 @@ transaction); sqlite-utils builds the schema and serves the queries.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
-from gatekeeper.store.records import StoreError
+from gatekeeper.store.records import StorageFault, StoreError
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+#: SQLite primary result codes that mean "the disk, not the request": full, I/O error, cannot open.
+_STORAGE_CODES = {13: "disk full", 10: "I/O error", 14: "cannot open"}
+
+SCHEMA_VERSION = 2
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -127,24 +137,142 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["inbound"].create({"msg_id": str, "at": str, "topic": str}, pk="msg_id")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1,)
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Money-safe commands: stored replies, payment references applied once, reply correlation, message seq."""
+    db.execute("ALTER TABLE inbound ADD COLUMN reply TEXT")  # the reply JSON; NULL while an open is under way
+    db.execute("ALTER TABLE outbox ADD COLUMN correlation BLOB")
+    db["payment_refs"].create(
+        {"session_id": int, "reference": str, "command_id": str, "at": str, "result": str},
+        pk=("session_id", "reference"),
+        not_null={"session_id", "reference", "at", "result"},
+    )
+    db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('out_seq', '0')")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1, _migrate_2)
+
+
+def storage_error(exc: BaseException) -> str | None:
+    """What is wrong with the disk, when ``exc`` is SQLite saying the disk (not the SQL) failed."""
+    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return _STORAGE_CODES.get(code & 0xFF)
+    text = str(exc).lower()
+    return "disk full" if "disk is full" in text or "database or disk is full" in text else None
+
+
+def lot_marker(path: Path) -> Path:
+    """The file that says a lot's database was created here (and when): ``gatekeeper.db`` -> ``gatekeeper.db.lot``."""
+    return path.with_name(path.name + ".lot")
+
+
+def secure_dir(directory: Path) -> None:
+    """The data directory: 0700 when we create it; an existing one loses its 'other' bits (0750 at most)."""
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask; say it exactly
+        return
+    info = directory.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o027 and info.st_uid == os.geteuid():  # not ours (an operator reading): leave it
+        try:
+            os.chmod(directory, mode & 0o750)
+        except OSError as exc:
+            log.warning("could not make %s private: %s", directory, exc)
+
+
+def _secure_file(path: Path) -> None:
+    """Database files: 0600, or 0640 when the operators' group was given read access; never more."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    wanted = 0o600 | (mode & 0o040)
+    if mode != wanted and info.st_uid == os.geteuid():  # an operator's read-only open leaves it alone
+        try:
+            os.chmod(path, wanted)
+        except OSError as exc:
+            log.warning("could not make %s private: %s", path, exc)
 
 
 class Database:
-    """One connection and one lock, shared by the store's table families. Thread-safe."""
+    """One connection and one lock, shared by the store's table families. Thread-safe.
 
-    def __init__(self, path: str | Path) -> None:
+    A disk that is full (or failing) turns into :class:`StorageFault` and sets :attr:`fault`
+    until the next transaction commits again; ``on_recover`` is then called once.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        lot_id: str = "",
+        evidence: Iterable[Path] = (),
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            secure_dir(self.path.parent)
+        self.created = self._check_new_lot(create=create, lot_id=lot_id, evidence=evidence)
+        if self.created:
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        _secure_file(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
         self._depth = 0
+        self.fault: str | None = None
+        self.fault_since: datetime | None = None
+        self._recovering = False
+        self.on_fault: Callable[[str], None] | None = None
+        self.on_recover: Callable[[str, datetime], None] | None = None
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
         self._migrate()
+        for suffix in ("-wal", "-shm"):
+            _secure_file(self.path.with_name(self.path.name + suffix))
+        if self.created or not lot_marker(self.path).exists():
+            # An older install has no marker yet: it gets one now, so that losing its database is noticed too.
+            marker = {"lot_id": lot_id, "database": self.path.name,
+                      "created_at" if self.created else "first_seen_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            try:
+                fd = os.open(lot_marker(self.path), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(json.dumps(marker) + "\n")
+                _secure_file(lot_marker(self.path))
+            except OSError as exc:  # e.g. an operator without write access: the daemon writes it
+                log.debug("lot marker not written: %s", exc)
+        if self.created:
+            log.info("created a new, empty lot database for lot %r at %s", lot_id, self.path)
+
+    def _check_new_lot(self, *, create: bool, lot_id: str, evidence: Iterable[Path]) -> bool:
+        """True when a new lot database is to be created; :class:`StoreError` when that would hide a lost one."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if size:
+            return False
+        what = "missing" if size is None else "empty (0 bytes)"
+        traces = [p for p in (lot_marker(self.path), self.path.with_name(self.path.name + "-wal")) if p.exists()]
+        for path in evidence:
+            if path.is_socket() or path.is_file() or (path.is_dir() and any(path.iterdir())):
+                traces.append(path)
+        if traces:
+            raise StoreError(
+                f"the database {self.path} is {what}, but this data directory already holds a lot's state "
+                f"({', '.join(str(t) for t in traces)}): refusing to start a new, empty lot over it. Restore the "
+                f"database from a backup, or move the old state away and create the lot with `gatekeeper init`."
+            )
+        if not create:
+            raise StoreError(f"no lot database at {self.path}: create it with `gatekeeper init` or `gatekeeper run`")
+        return True
 
     def close(self) -> None:
         with self.lock:
@@ -162,17 +290,64 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._storage_fault(exc) from None
             self._depth = 1
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        log.debug("rollback failed (SQLite rolled back already)")
+                if isinstance(exc, sqlite3.DatabaseError) and storage_error(exc):
+                    raise self._storage_fault(exc) from None
+                raise
             finally:
                 self._depth = 0
+            if self.fault is not None:
+                self._recovered()
+
+    def _storage_fault(self, exc: sqlite3.DatabaseError) -> Exception:
+        """The error to raise for ``exc``: a :class:`StorageFault` (and the fault noted) when the disk failed."""
+        what = storage_error(exc)
+        if what is None:
+            return exc
+        if self.fault is None:
+            self.fault, self.fault_since = what, datetime.now(UTC)
+            log.error("STORAGE FAULT: %s (%s): nothing new is recorded until it clears", what, exc)
+            if self.on_fault is not None:
+                self.on_fault(what)
+        return StorageFault(f"storage fault: {what} ({self.path}); nothing was recorded")
+
+    def _recovered(self) -> None:
+        """A commit succeeded during a fault: the fault is over once ``on_recover`` (the alarm) commits too."""
+        if self._recovering:
+            return
+        fault, since = self.fault, self.fault_since
+        self._recovering = True
+        try:
+            if self.on_recover is not None and fault is not None and since is not None:
+                self.on_recover(fault, since)
+        except StorageFault:
+            return  # still full: the fault (and its start) stand
+        finally:
+            self._recovering = False
+        self.fault, self.fault_since = None, None
+        log.warning("storage fault cleared (%s since %s)", fault, since)
+
+    def probe(self) -> bool:
+        """A tiny write, to notice that a storage fault cleared without waiting for traffic. True when healthy."""
+        try:
+            with self.transaction() as conn:
+                conn.execute("UPDATE meta SET value=value WHERE key='schema_version'")
+        except StorageFault:
+            return False
+        return self.fault is None
 
     def _migrate(self) -> None:
         with self.transaction() as conn:

@@ -66,10 +66,16 @@ class EventLog:
         msg_id: str | None = None,
         retain: bool = False,
         qos: int = 1,
+        correlation: bytes | None = None,
     ) -> None:
+        """Queue one message; it gets the lot's next ``seq`` (one counter for every topic, kept in the database)."""
+        seq = conn.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='out_seq' RETURNING value"
+        ).fetchone()[0]
         conn.execute(
-            "INSERT INTO outbox(msg_id, topic, payload, qos, retain, created_at) VALUES (?,?,?,?,?,?)",
-            (msg_id or new_id(), topic, messages.encode(payload), qos, int(retain), to_iso(now)),
+            "INSERT INTO outbox(msg_id, topic, payload, qos, retain, created_at, correlation) VALUES (?,?,?,?,?,?,?)",
+            (msg_id or new_id(), topic, messages.encode({**payload, "seq": int(seq)}), qos, int(retain),
+             to_iso(now), correlation),
         )
 
     def enqueue_occupancy(self, conn: sqlite3.Connection, now: datetime) -> None:
@@ -141,7 +147,7 @@ class Outbox:
 
     def pending(self, limit: int = 100, after_id: int = 0) -> list[OutboxRow]:
         rows = self._db.rows(
-            "SELECT id, msg_id, topic, payload, qos, retain, created_at FROM outbox "
+            "SELECT id, msg_id, topic, payload, qos, retain, created_at, correlation FROM outbox "
             "WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
@@ -173,7 +179,7 @@ class Outbox:
 
 
 class InboundLog:
-    """Ids of the cloud commands already handled, so a replay is refused."""
+    """Ids of the cloud commands already handled, with the reply each got: a repeat gets it again."""
 
     def __init__(self, database: Database, *, clock: Clock) -> None:
         self._db = database
@@ -187,6 +193,19 @@ class InboundLog:
                 (msg_id, to_iso(now or self.clock()), topic),
             )
             return cur.rowcount == 1
+
+    def lookup(self, conn: sqlite3.Connection, msg_id: str) -> tuple[bool, str | None]:
+        """(seen before?, the stored reply JSON or None while the command was still under way)."""
+        row = conn.execute("SELECT reply FROM inbound WHERE msg_id=?", (msg_id,)).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def store(self, conn: sqlite3.Connection, msg_id: str, topic: str, reply: str | None, *, now: datetime) -> None:
+        """Remember ``msg_id`` with its reply (``None``: under way), in the caller's transaction."""
+        conn.execute(
+            "INSERT INTO inbound(msg_id, at, topic, reply) VALUES (?,?,?,?) "
+            "ON CONFLICT(msg_id) DO UPDATE SET reply=excluded.reply",
+            (msg_id, to_iso(now), topic, reply),
+        )
 
     def prune(self, *, before: datetime) -> int:
         """Forget command ids older than any command could still be accepted (its clock-skew window)."""

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 from gatekeeper.rules import Decision, ListEntry, LotState, Reservation, SessionView, Tariff
-from gatekeeper.store.db import Database
+from gatekeeper.store.db import Database, secure_dir
 from gatekeeper.store.events import EventLog, InboundLog, Outbox
 from gatekeeper.store.lists import AccessLists, Tariffs, tariff_from_config
 from gatekeeper.store.records import Clock, OutboxRow, Recorded, utcnow
+from gatekeeper.store.storage import StorageAlarm
 from gatekeeper.store.sessions import Sessions
 from gatekeeper.store.uploads import UploadQueue
 
@@ -41,11 +42,13 @@ class Store:
         capacity: int = 0,
         default_tariff: Tariff | None = None,
         clock: Clock = utcnow,
+        create: bool = True,
+        evidence: Sequence[Path] = (),
     ) -> None:
         self.lot_id = lot_id
         self.capacity = capacity
         self.clock = clock
-        self.database = Database(path)
+        self.database = Database(path, create=create, lot_id=lot_id, evidence=evidence)
         self.path = self.database.path
         self.db = self.database.db  # the sqlite_utils.Database, for tools and tests
         self.log = EventLog(self.database, lot_id=lot_id, capacity=capacity, clock=clock)
@@ -57,17 +60,41 @@ class Store:
         self.sessions_table = Sessions(
             self.database, self.log, self.tariffs, self.uploads, lot_id=lot_id, capacity=capacity, clock=clock
         )
+        self.storage = StorageAlarm(self.database, self.log)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, clock: Clock = utcnow) -> "Store":
-        """Open the store a :class:`gatekeeper.config.Settings` describes."""
+    def from_settings(cls, settings: Any, *, clock: Clock = utcnow, create: bool = True) -> "Store":
+        """Open the store a :class:`gatekeeper.config.Settings` describes.
+
+        The data directory is made private (0700, or 0750 when it has a group); a missing or empty
+        database next to a lot's other state (photos, control socket) is refused, not silently replaced.
+        """
+        storage = settings.storage
+        secure_dir(Path(storage.data_dir))
+        evidence = [Path(storage.photos_path), Path(settings.control_socket_path)]
         return cls(
-            settings.storage.database_path,
+            storage.database_path,
             lot_id=settings.site.lot_id,
             capacity=settings.site.capacity,
             default_tariff=tariff_from_config(settings),
             clock=clock,
+            create=create,
+            evidence=evidence,
         )
+
+    @property
+    def created(self) -> bool:
+        """This open created a new, empty lot database."""
+        return self.database.created
+
+    @property
+    def storage_fault(self) -> str | None:
+        """What is wrong with the disk (``"disk full"``), or None."""
+        return self.database.fault
+
+    def check_storage(self) -> bool:
+        """Probe the disk during a fault (a tiny write); True when healthy. Recovery records the alarm."""
+        return self.database.fault is None or self.database.probe()
 
     # -- plumbing ------------------------------------------------------------
 
@@ -114,10 +141,13 @@ class Store:
             data=data, publish=publish, now=now,
         )
 
-    def enqueue(self, topic: str, payload: Mapping[str, Any], *, retain: bool = False, qos: int = 1) -> None:
-        """Queue a message that is not an event (e.g. a retained gate state)."""
+    def enqueue(
+        self, topic: str, payload: Mapping[str, Any], *, retain: bool = False, qos: int = 1,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Queue a message that is not an event (a retained gate state, a command reply)."""
         with self.database.transaction() as conn:
-            self.log.enqueue(conn, topic, payload, retain=retain, qos=qos, now=self.clock())
+            self.log.enqueue(conn, topic, payload, retain=retain, qos=qos, now=self.clock(), correlation=correlation)
 
     def events(
         self,
@@ -202,10 +232,12 @@ class Store:
         paid_at: datetime | None = None,
         by: str = "cloud",
         now: datetime | None = None,
+        command_id: str | None = None,
     ) -> dict[str, Any]:
-        """Mark a session paid: its exit grace starts at ``paid_at``. Repeat payments add up."""
+        """Mark a session paid: its exit grace starts at ``paid_at``. Payments add up, but a reference already
+        applied to the session raises :class:`PaymentAlreadyApplied` (see :meth:`Sessions.pay_session`)."""
         return self.sessions_table.pay_session(
-            session_id, amount=amount, reference=reference, paid_at=paid_at, by=by, now=now
+            session_id, amount=amount, reference=reference, paid_at=paid_at, by=by, now=now, command_id=command_id
         )
 
     def edit_plate(self, session_id: int, plate: str, *, by: str = "technician") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Callable
+from typing import Any, Callable
 
 Clock = Callable[[], datetime]
 
@@ -39,6 +39,18 @@ class UnknownSession(StoreError):
     pass
 
 
+class StorageFault(StoreError):
+    """The disk refused a write (full, I/O error): nothing of the transaction was recorded."""
+
+
+class PaymentAlreadyApplied(StoreError):
+    """This payment reference was already applied to the session; ``first`` is what it did then."""
+
+    def __init__(self, message: str, *, first: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.first = first
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
@@ -48,6 +60,7 @@ class OutboxRow:
     qos: int
     retain: bool
     created_at: str
+    correlation: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ reached the disk.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -14,7 +15,15 @@ from gatekeeper.rules import Action, Decision, LotState, SessionView, normalise_
 from gatekeeper.store.db import Database
 from gatekeeper.store.events import EventLog
 from gatekeeper.store.lists import Tariffs
-from gatekeeper.store.records import Clock, Recorded, StoreError, UnknownSession, from_iso, to_iso
+from gatekeeper.store.records import (
+    Clock,
+    PaymentAlreadyApplied,
+    Recorded,
+    StoreError,
+    UnknownSession,
+    from_iso,
+    to_iso,
+)
 from gatekeeper.store.uploads import UploadQueue
 
 #: The keys every decision event carries; :meth:`Store.record_decision`'s extra data may not replace them.
@@ -171,8 +180,10 @@ class Sessions:
         paid_at: datetime | None = None,
         by: str = "cloud",
         now: datetime | None = None,
+        command_id: str | None = None,
     ) -> dict[str, Any]:
-        """Mark a session paid: its exit grace starts at ``paid_at``. Repeat payments add up."""
+        """Mark a session paid: its exit grace starts at ``paid_at``. Payments with different references add up;
+        a reference already applied to this session raises :class:`PaymentAlreadyApplied` (with the first result)."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise StoreError(f"amount must be whole minor units >= 0, got {amount!r}")
         now = now or self.clock()
@@ -181,6 +192,15 @@ class Sessions:
             row = conn.execute("SELECT status, plate FROM sessions WHERE id=?", (session_id,)).fetchone()
             if row is None:
                 raise UnknownSession(f"no session {session_id}")
+            if reference:
+                first = conn.execute(
+                    "SELECT result FROM payment_refs WHERE session_id=? AND reference=?", (session_id, reference)
+                ).fetchone()
+                if first is not None:
+                    raise PaymentAlreadyApplied(
+                        f"payment {reference} was already applied to session {session_id}; not applied again",
+                        first=json.loads(first[0]),
+                    )
             if row[0] == "closed":
                 raise StoreError(f"session {session_id} is closed (the vehicle has left)")
             conn.execute(
@@ -188,6 +208,14 @@ class Sessions:
                 "payment_ref=COALESCE(?, payment_ref) WHERE id=?",
                 (to_iso(paid_at), amount, reference, session_id),
             )
+            total = conn.execute("SELECT amount_paid FROM sessions WHERE id=?", (session_id,)).fetchone()[0]
+            if reference:
+                result = {"session_id": session_id, "amount": amount, "reference": reference,
+                          "paid_at": to_iso(paid_at), "amount_paid": total, "command_id": command_id}
+                conn.execute(
+                    "INSERT INTO payment_refs(session_id, reference, command_id, at, result) VALUES (?,?,?,?,?)",
+                    (session_id, reference, command_id, to_iso(now), json.dumps(result)),
+                )
             self._events.append(
                 conn,
                 "paid",

@@ -8,7 +8,9 @@ Three threads, none of which a lane ever waits for:
   ``window`` rows awaiting a PUBACK, and marks rows sent (in batches) only once their
   PUBACK arrived. It wakes on :meth:`CloudSync.wake`, on every PUBACK, and once a second.
 * the command thread: parses, authenticates and carries out cloud commands, one at a
-  time, and answers each on ``reply/{name}``.
+  time, in arrival order. The command, its effect and its reply (an outbox row) commit in one
+  transaction; only then is the command acknowledged to the broker (manual PUBACK). A crash
+  before that commit leaves the command unacknowledged and the broker delivers it again.
 
 Ordering across a reconnect: paho keeps every unacknowledged QoS 1 message and sends it
 again, in order, right after the CONNACK; the drain thread publishes nothing new until
@@ -105,7 +107,7 @@ class CloudSync:
         self._connected = False
         self._sub_lock = threading.Lock()
         self._sub_mid: int | None = None
-        self._commands: queue.Queue[tuple[str, bytes, bytes | None] | None] = queue.Queue(maxsize=10_000)
+        self._commands: queue.Queue[tuple[str, bytes, bytes | None, int, int] | None] = queue.Queue(maxsize=10_000)
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
         self.pump = OutboxPump(store, base=self.base, window=self.cfg.max_inflight, clock=clock,
@@ -206,6 +208,8 @@ class CloudSync:
             "outbox_alarm": self.watch.alarm,
             "commands_ok": self.commands.commands_ok,
             "commands_rejected": self.commands.commands_rejected,
+            "rejections_total": self.commands.rejections_total,
+            "storage_fault": self.store.storage_fault,
             "last_error": self.last_error,
         }
         if self.uploader is not None:
@@ -258,11 +262,12 @@ class CloudSync:
         if self.pump.on_acked(mid, error):
             self._wake.set()
 
-    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None) -> None:
+    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int = 0, qos: int = 0) -> None:
         try:
-            self._commands.put_nowait((topic, payload, correlation))
+            self._commands.put_nowait((topic, payload, correlation, mid, qos))
         except queue.Full:
-            log.error("command queue full: dropping a message on %s (the cloud gets no reply)", topic)
+            # Not acknowledged: the broker delivers it again after the next reconnect.
+            log.error("command queue full: message %d on %s left unacknowledged", mid, topic)
 
     # ------------------------------------------------------------------ threads
 
@@ -283,6 +288,7 @@ class CloudSync:
             try:
                 self.pump.flush_acks()
                 self.watch.housekeeping()
+                self._storage_and_rejections()
                 transport = self._transport
                 if self._ready.is_set() and transport is not None:
                     self.pump.publish_backlog(
@@ -297,27 +303,46 @@ class CloudSync:
         except Exception:
             log.exception("could not mark the last acknowledged rows sent (they will be sent again)")
 
+    def _storage_and_rejections(self) -> None:
+        """During a storage fault, probe the disk (recovery records the alarm); summarise refused commands."""
+        if self.store.storage_fault is not None and self.store.check_storage():
+            self._wake.set()
+        try:
+            self.commands.summarise_rejections()
+        except Exception as exc:  # a full disk: the counts stay pending and go in the next summary
+            log.error("could not record the rejected-commands summary: %s", exc)
+
     def _command_loop(self) -> None:
         while True:
             item = self._commands.get()
             if item is None or self._stop.is_set():
-                return
-            topic, payload, correlation = item
+                return  # an unacknowledged command is delivered again after the restart
+            topic, payload, correlation, mid, qos = item
             try:
                 self.handle_command(topic, payload, correlation)
             except Exception:  # the thread outlives any command
                 log.exception("command on %s failed unexpectedly", topic)
+            transport = self._transport
+            if transport is not None and qos > 0:
+                try:
+                    transport.ack(mid, qos)
+                except Exception as exc:
+                    log.warning("could not acknowledge command message %d: %s", mid, exc)
 
     def handle_command(self, topic: str, payload: bytes, correlation: bytes | None = None) -> Reply:
-        """Carry out one command and publish its reply (see :meth:`CommandHandler.handle`)."""
-        reply = self.commands.handle(topic, payload)
+        """Carry out one command; its reply goes through the outbox (stored) or, when nothing was
+        stored (refused before authentication), straight to the broker. See :meth:`CommandHandler.process`."""
+        outcome = self.commands.process(topic, payload, correlation=correlation)
+        reply = outcome.reply
         transport = self._transport
-        if transport is not None:
+        if outcome.queued:
+            self._wake.set()
+        elif transport is not None:
             try:
                 self._publish_untracked(transport, self.topic(REPLY_TOPIC.format(name=reply.command)),
                                         reply.model_dump_json().encode(), correlation=correlation)
-            except Exception:
-                log.exception("could not send the reply to %s %s", reply.command, reply.id)
+            except Exception as exc:
+                log.error("could not send the reply to %s %s: %s", reply.command, reply.id, exc)
         return reply
 
 
@@ -342,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Store.from_settings(settings) as store:
+        if store.created:
+            log.warning("NEW LOT %r: created an empty database at %s", settings.site.lot_id, store.path)
         sync = CloudSync(settings, store, open_handler=_no_lanes)
         sync.start()
         try:

@@ -1,17 +1,24 @@
 """Cloud commands: parse, authenticate, carry out, answer. No broker needed.
 
-:meth:`CommandHandler.handle` takes a command's topic and raw payload and returns the
-:class:`~gatekeeper.messages.Reply` to publish. A command is refused (an ``error`` reply and
-a ``rejected`` event, at a bounded rate) when it is not strict JSON, not signed with the
-lot's secret, stale, replayed, invalid, or cannot be carried out. Remembering a command's id
-and acting on it commit together.
+:meth:`CommandHandler.process` takes a command's topic and raw payload and returns an
+:class:`Outcome`: the :class:`~gatekeeper.messages.Reply` and whether it was queued in the
+outbox. An authenticated command, its effect, the remembered id with its reply, and the reply's
+outbox row commit in ONE transaction; only then may the transport acknowledge the command to the
+broker (a crash before that commit means the broker delivers it again). A command id seen before
+gets its stored reply again, never a second effect; a payment reference already applied to a
+session is not applied again.
+
+A request refused before it is authenticated (not strict JSON, bad unicode or numbers, bad
+signature, invalid fields, stale) changes nothing: its reply is published directly, not stored.
+Refusals are counted; a ``rejected`` event is logged for at most 60 a minute, and a
+``rejected_summary`` event with the counts at least once a minute while they go on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -20,17 +27,32 @@ from pydantic import ValidationError
 from gatekeeper.config import Settings
 from gatekeeper.messages import (
     COMMANDS,
+    REPLY_TOPIC,
     Command,
     ListCommand,
     OpenCommand,
     PaymentCommand,
+    PaymentResult,
     Reply,
     ReservationCommand,
     TariffCommand,
 )
 from gatekeeper.rules import Tariff, match_session, normalise_plate
 from gatekeeper.store import Store, StoreError, UnknownSession
+from gatekeeper.store.records import PaymentAlreadyApplied, StorageFault
+from gatekeeper.sync.screening import (
+    REJECT_EVENTS_PER_MINUTE,
+    Rejected,
+    RejectionLog,
+    check_values,
+    load_json_object,
+    parse_json_object,
+    short_validation_error,
+)
 from gatekeeper.sync.signing import SignatureError, check_fresh, verify_signature
+
+__all__ = ["REJECT_EVENTS_PER_MINUTE", "CommandHandler", "OpenHandler", "Outcome", "Rejected", "RejectionLog",
+           "parse_json_object"]
 
 log = logging.getLogger(__name__)
 
@@ -38,69 +60,15 @@ OpenHandler = Callable[[str, str, str], None]
 #: Payments by plate accept look-alike confusions only (O/0, I/1, ...), never a different character:
 #: a driver who typed the wrong plate must not pay for someone else's car.
 PAYMENT_MAX_DISTANCE = 0.5
-REJECT_EVENTS_PER_MINUTE = 60
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
-class Rejected(Exception):
-    """A command refused before or while acting on it; ``reason`` is a stable code."""
+@dataclass(frozen=True)
+class Outcome:
+    """A command's reply, and whether it is in the outbox (else: publish it directly, best effort)."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Strict JSON: UTF-8, an object, no duplicate keys, no NaN (what was signed is what is read)."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in obj:
-                raise ValueError(f"duplicate key {key!r}")
-            obj[key] = value
-        return obj
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        text = raw.decode("utf-8")
-        body = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise Rejected("malformed", f"not valid JSON: {exc}"[:300]) from None
-    if not isinstance(body, dict):
-        raise Rejected("malformed", f"expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _short_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)[:500]
-
-
-class _RejectLog:
-    """At most ``limit`` rejected-command events a minute: a flood must not fill the disk."""
-
-    def __init__(self, limit: int = REJECT_EVENTS_PER_MINUTE) -> None:
-        self.limit = limit
-        self.window_start = time.monotonic()
-        self.count = 0
-        self.suppressed = 0
-
-    def allow(self) -> tuple[bool, int]:
-        """(log this one?, suppressed count to report with it)."""
-        now = time.monotonic()
-        if now - self.window_start >= 60:
-            self.window_start, self.count = now, 0
-        if self.count >= self.limit:
-            self.suppressed += 1
-            return False, 0
-        self.count += 1
-        suppressed, self.suppressed = self.suppressed, 0
-        return True, suppressed
+    reply: Reply
+    queued: bool
 
 
 class CommandHandler:
@@ -116,107 +84,219 @@ class CommandHandler:
         open_handler: OpenHandler | None = None,
         on_config_change: Callable[[], None] | None = None,
         wake: Callable[[], None] = lambda: None,
+        rejections: RejectionLog | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.open_handler = open_handler
         self.on_config_change = on_config_change
+        self.lot_id = settings.site.lot_id
         self._secret = secret
         self._wake = wake
-        self._rejects = _RejectLog()
+        self._rejects = rejections or RejectionLog()
         self.commands_ok = 0
         self.commands_rejected = 0
 
-    def handle(self, topic: str, payload: bytes) -> Reply:
-        """Authenticate and carry out one command, log a rejection; the reply to send. Never raises for bad input."""
+    @property
+    def rejections_total(self) -> int:
+        return self._rejects.total
+
+    def handle(self, topic: str, payload: bytes, correlation: bytes | None = None) -> Reply:
+        """:meth:`process`, for callers that only want the reply."""
+        return self.process(topic, payload, correlation=correlation).reply
+
+    def process(self, topic: str, payload: bytes, *, correlation: bytes | None = None) -> Outcome:
+        """Authenticate and carry out one command. Never raises for bad input.
+
+        When ``queued`` is True the reply, the effect and the command's id are committed: the
+        command may be acknowledged to the broker. When False nothing was changed (refused
+        before authentication, or the store could not commit): publish the reply directly.
+        """
         name = topic.rsplit("/", 1)[-1]
         request_id: str | None = None
-        session_id: int | None = None
         try:
             if name not in COMMANDS:
                 raise Rejected("unknown_command", f"unknown command {name!r} (known: {', '.join(COMMANDS)})")
             if len(payload) > self.settings.mqtt.max_payload_bytes:
                 raise Rejected("oversize", f"payload of {len(payload)} bytes exceeds {self.settings.mqtt.max_payload_bytes}")
-            body = parse_json_object(payload)
+            body = load_json_object(payload)
             raw_id = body.get("id")
-            if isinstance(raw_id, str) and 0 < len(raw_id) <= 128:
+            if isinstance(raw_id, str) and _ID_PATTERN.match(raw_id):
                 request_id = raw_id
-            try:
-                verify_signature(body, self._secret)
-            except SignatureError as exc:
-                raise Rejected(exc.reason, str(exc)) from None
-            try:
-                command = COMMANDS[name].model_validate_json(payload)
-            except ValidationError as exc:
-                raise Rejected("invalid", _short_validation_error(exc)) from None
-            try:
-                check_fresh(command.ts, self.clock(), self.settings.mqtt.max_clock_skew_s)
-            except SignatureError as exc:
-                raise Rejected(exc.reason, str(exc)) from None
-            session_id = self._dispatch(name, command)
+            check_values(body)
+            command = self._authenticate(name, body, payload)
         except Rejected as exc:
-            self.commands_rejected += 1
-            log.warning("rejected %s command %s: %s (%s)", name, request_id or "(no id)", exc, exc.reason)
-            reply = Reply(id=request_id, status="error", error=str(exc), command=name, at=self.clock())
-            self._log_rejection(name, request_id, exc.reason, str(exc))
-        except Exception as exc:
-            self.commands_rejected += 1
+            return Outcome(self._refused(name, request_id, exc), queued=False)
+        try:
+            reply = self._carry_out(name, command, correlation)
+        except StorageFault as exc:
+            error = Rejected("unavailable", f"{exc}: nothing was applied, retry with the same id")
+            return Outcome(self._refused(name, request_id, error), queued=False)
+        except Exception as exc:  # a bug: say so without a traceback to the cloud
             log.exception("%s command %s failed", name, request_id)
-            reply = Reply(id=request_id, status="error", error=f"internal error: {type(exc).__name__}",
-                          command=name, at=self.clock())
-            self._log_rejection(name, request_id, "failed", f"{type(exc).__name__}: {exc}")
-        else:
-            self.commands_ok += 1
-            log.info("%s command %s done", name, request_id)
-            reply = Reply(id=request_id, status="ok", command=name, at=self.clock(), session_id=session_id)
+            error = Rejected("failed", f"internal error: {type(exc).__name__}; nothing was applied")
+            return Outcome(self._refused(name, request_id, error), queued=False)
+        self._wake()
+        if reply.status == "ok" and isinstance(command, TariffCommand) and not reply.repeat:
+            self._config_changed()
+        return Outcome(reply, queued=True)
+
+    # -- before anything is stored --------------------------------------------------------
+
+    def _authenticate(self, name: str, body: dict[str, Any], payload: bytes) -> Command:
+        try:
+            verify_signature(body, self._secret, lot=self.lot_id, command=name,
+                             accept_v1=self.settings.mqtt.accept_v1_signatures)
+        except SignatureError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        try:
+            command = COMMANDS[name].model_validate_json(payload)
+        except ValidationError as exc:
+            raise Rejected("invalid", short_validation_error(exc)) from None
+        try:
+            check_fresh(command.ts, self.clock(), self.settings.mqtt.max_clock_skew_s)
+        except SignatureError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        return command
+
+    def _refused(self, name: str, request_id: str | None, exc: Rejected) -> Reply:
+        """An error reply that is not stored (nothing changed), and the refusal logged."""
+        self.commands_rejected += 1
+        log.warning("rejected %s command %s: %s (%s)", name, request_id or "(no id)", exc, exc.reason)
+        reply = Reply(id=request_id, status="error", error=str(exc), command=name, at=self.clock())
+        try:
+            self._log_rejection(name, request_id, exc.reason, str(exc))
+        except StoreError as store_exc:
+            log.error("could not record the rejected %s command: %s", name, store_exc)
         return reply
 
     def _log_rejection(self, name: str, request_id: str | None, reason: str, message: str) -> None:
-        allowed, suppressed = self._rejects.allow()
+        """Count it; record a ``rejected`` event unless the rate limit says no (joins a caller's transaction)."""
+        allowed, suppressed = self._rejects.allow(reason)
         if not allowed:
             return
         data: dict[str, Any] = {"command": name, "request_id": request_id}
         if suppressed:
             data["suppressed"] = suppressed
-        try:
-            self.store.record_event("rejected", reason=reason, message=message[:300], data=data)
-            self._wake()
-        except Exception:
-            log.exception("could not record the rejected %s command", name)
+        self.store.record_event("rejected", reason=reason, message=message[:300], data=data)
+        self._wake()
 
-    def _dispatch(self, name: str, command: Command) -> int | None:
+    def summarise_rejections(self) -> bool:
+        """Record the ``rejected_summary`` event when one is due; True when one was recorded."""
+        summary = self._rejects.summary_due()
+        if summary is None:
+            return False
+        message = f"{summary['count']} command(s) refused in the last {summary['window_s']:.0f} s"
+        log.warning("%s: %s", message, summary["by_reason"])
+        self.store.record_event("rejected_summary", reason="commands_refused", message=message, data=summary)
+        self._wake()
+        return True
+
+    # -- stored: effect, id, reply and its outbox row in one transaction ---------------------
+
+    def _carry_out(self, name: str, command: Command, correlation: bytes | None) -> Reply:
         if isinstance(command, OpenCommand):
-            return self._do_open(command)
-        try:
-            with self.store.transaction():
-                # Remembering the id and acting commit together: a crash leaves neither.
-                if not self.store.remember_inbound(command.id, name):
-                    raise Rejected("replay", f"command id {command.id} was already used")
-                if isinstance(command, PaymentCommand):
-                    return self._do_payment(command)
-                if isinstance(command, ListCommand):
-                    self._do_lists(command)
-                elif isinstance(command, ReservationCommand):
-                    self._do_reservation(command)
-                elif isinstance(command, TariffCommand):
-                    self._do_tariff(command)
-        except (Rejected, StoreError, ValueError) as exc:
-            if not (isinstance(exc, Rejected) and exc.reason == "replay"):
-                # A refused command still uses up its id: a captured copy must not work later.
-                self.store.remember_inbound(command.id, name)
-            if isinstance(exc, Rejected):
-                raise
-            reason = "unknown_session" if isinstance(exc, UnknownSession) else "refused"
-            raise Rejected(reason, str(exc)) from None
-        if isinstance(command, TariffCommand) and self.on_config_change is not None:
+            return self._carry_out_open(command, correlation)
+        inbound = self.store.inbound
+        with self.store.transaction() as conn:
+            seen, stored = inbound.lookup(conn, command.id)
+            if seen:
+                return self._repeat(name, command, stored, correlation)
+            conn.execute("SAVEPOINT command")
             try:
-                self.on_config_change()
-            except Exception:
-                log.exception("on_config_change failed after a tariff update (the new tariff is stored)")
-        return None
+                reply = self._apply(name, command)
+                conn.execute("RELEASE command")
+            except (Rejected, StoreError, ValueError) as exc:
+                if isinstance(exc, StorageFault):
+                    raise
+                conn.execute("ROLLBACK TO command")
+                conn.execute("RELEASE command")
+                reply = self._error_reply(name, command, exc)
+            self._finish(name, command, reply, correlation)
+        return reply
 
-    def _do_payment(self, command: PaymentCommand) -> int:
+    def _carry_out_open(self, command: OpenCommand, correlation: bytes | None) -> Reply:
+        """Open: at most once. The id is committed as under way before the relay moves; the reply after."""
+        with self.store.transaction() as conn:
+            seen, stored = self.store.inbound.lookup(conn, command.id)
+            if seen:
+                return self._repeat("open", command, stored, correlation)
+            self.store.inbound.store(conn, command.id, "open", None, now=self.clock())
+        try:
+            if self.open_handler is None:
+                raise Rejected("unsupported", "this process drives no barriers")
+            try:
+                self.open_handler(command.lane, command.reason, "cloud")
+            except Exception as exc:
+                raise Rejected("open_failed", f"lane {command.lane}: {exc}") from None
+            reply = Reply(id=command.id, status="ok", command="open", at=self.clock())
+        except Rejected as exc:
+            reply = self._error_reply("open", command, exc)
+        with self.store.transaction():
+            self._finish("open", command, reply, correlation)
+        return reply
+
+    def _finish(self, name: str, command: Command, reply: Reply, correlation: bytes | None) -> None:
+        """Remember the id with its reply and queue the reply (inside the caller's transaction)."""
+        with self.store.transaction() as conn:
+            self.store.inbound.store(conn, command.id, name, reply.model_dump_json(), now=self.clock())
+            self._queue_reply(reply, correlation)
+        if reply.status == "ok":
+            self.commands_ok += 1
+            log.info("%s command %s done%s", name, command.id, " (duplicate payment)" if reply.duplicate else "")
+
+    def _error_reply(self, name: str, command: Command, exc: Exception) -> Reply:
+        if isinstance(exc, Rejected):
+            rejected = exc
+        else:
+            reason = "unknown_session" if isinstance(exc, UnknownSession) else "refused"
+            rejected = Rejected(reason, str(exc))
+        self.commands_rejected += 1
+        log.warning("refused %s command %s: %s (%s)", name, command.id, rejected, rejected.reason)
+        self._log_rejection(name, command.id, rejected.reason, str(rejected))
+        return Reply(id=command.id, status="error", error=str(rejected), command=name, at=self.clock())
+
+    def _repeat(self, name: str, command: Command, stored: str | None, correlation: bytes | None) -> Reply:
+        """A command id seen before: its stored reply again (queued again), nothing carried out."""
+        if stored is not None:
+            reply = Reply.model_validate_json(stored).model_copy(update={"repeat": True, "seq": None})
+            log.info("%s command %s seen before: stored reply sent again", name, command.id)
+            self._queue_reply(reply, correlation)
+            return reply
+        # Only an open is stored without a reply: it was under way when the process stopped.
+        reply = Reply(id=command.id, status="error", command=name, at=self.clock(), repeat=True,
+                      error="this open was under way when the edge restarted; it is not repeated "
+                            "(the barrier may have opened: see the events)")
+        with self.store.transaction() as conn:
+            self.store.inbound.store(conn, command.id, name, reply.model_dump_json(), now=self.clock())
+            self._queue_reply(reply, correlation)
+        return reply
+
+    def _queue_reply(self, reply: Reply, correlation: bytes | None) -> None:
+        payload = reply.model_dump(mode="json", exclude={"seq"})
+        self.store.enqueue(REPLY_TOPIC.format(name=reply.command), payload, correlation=correlation)
+
+    def _config_changed(self) -> None:
+        if self.on_config_change is None:
+            return
+        try:
+            self.on_config_change()
+        except Exception:
+            log.exception("on_config_change failed after a tariff update (the new tariff is stored)")
+
+    def _apply(self, name: str, command: Command) -> Reply:
+        if isinstance(command, PaymentCommand):
+            return self._do_payment(command)
+        if isinstance(command, ListCommand):
+            self._do_lists(command)
+        elif isinstance(command, ReservationCommand):
+            self._do_reservation(command)
+        elif isinstance(command, TariffCommand):
+            self._do_tariff(command)
+        return Reply(id=command.id, status="ok", command=name, at=self.clock())
+
+    def _do_payment(self, command: PaymentCommand) -> Reply:
         now = self.clock()
         tariff = self.store.tariff()
         if command.currency and command.currency != tariff.currency:
@@ -225,9 +305,16 @@ class CommandHandler:
         if paid_at > now + timedelta(seconds=self.settings.mqtt.max_clock_skew_s):
             raise Rejected("invalid", f"paid_at {paid_at.isoformat()} is in the future")
         session_id = command.session_id if command.session_id is not None else self._session_for_plate(command.plate or "")
-        self.store.pay_session(session_id, amount=command.amount, reference=command.reference,
-                               paid_at=paid_at, by="cloud", now=now)
-        return session_id
+        try:
+            row = self.store.pay_session(session_id, amount=command.amount, reference=command.reference,
+                                         paid_at=paid_at, by="cloud", now=now, command_id=command.id)
+        except PaymentAlreadyApplied as exc:
+            return Reply(id=command.id, status="ok", command="payment", at=now, session_id=session_id,
+                         duplicate=True, result=PaymentResult.model_validate(exc.first),
+                         error=None)
+        result = PaymentResult(session_id=session_id, amount=command.amount, reference=command.reference,
+                               paid_at=paid_at, amount_paid=row["amount_paid"], command_id=command.id)
+        return Reply(id=command.id, status="ok", command="payment", at=now, session_id=session_id, result=result)
 
     def _session_for_plate(self, plate: str) -> int:
         key = normalise_plate(plate)
@@ -270,14 +357,3 @@ class CommandHandler:
             currency_digits=t.currency_digits if t.currency_digits is not None else current.currency_digits,
         )
         self.store.set_tariff(tariff, by="cloud")
-
-    def _do_open(self, command: OpenCommand) -> None:
-        if not self.store.remember_inbound(command.id, "open"):
-            raise Rejected("replay", f"command id {command.id} was already used")
-        if self.open_handler is None:
-            raise Rejected("unsupported", "this process drives no barriers")
-        try:
-            self.open_handler(command.lane, command.reason, "cloud")
-        except Exception as exc:
-            raise Rejected("open_failed", f"lane {command.lane}: {exc}") from None
-        return None

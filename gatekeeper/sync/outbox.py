@@ -129,7 +129,7 @@ class OutboxPump:
                     break
                 try:
                     mid = transport.publish(f"{self.base}/{row.topic}", row.payload.encode("utf-8"),
-                                            qos=row.qos, retain=row.retain)
+                                            qos=row.qos, retain=row.retain, correlation=row.correlation)
                 except ValueError as exc:  # an invalid topic can never be sent: say so, keep it
                     log.error("outbox row %d (%s) cannot be published: %s", row.id, row.topic, exc)
                     with self._lock:
@@ -141,9 +141,11 @@ class OutboxPump:
                 self.register(mid, row.id)
                 self.published += 1
                 sent.append(row.id)
-            if sent:
-                self.store.outbox_note_attempt(sent)
-            self.flush_acks()
+            # One commit (one fsync) per batch: the attempts counted and the PUBACKs so far marked sent.
+            with self.store.transaction():
+                if sent:
+                    self.store.outbox_note_attempt(sent)
+                self.flush_acks()
 
 
 class OutboxWatch:

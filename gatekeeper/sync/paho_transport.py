@@ -4,15 +4,25 @@ MQTT 5 with a persistent session (``clean_start=False``, session expiry) or 3.1.
 ``clean_session=False``; a retained ``offline`` will on the status topic; paho's own
 inflight and queue limits are off, because the outbox pump keeps its own window and paho
 must never hold a message back (a later publish could overtake it).
+
+Received commands are acknowledged by hand (``manual_ack``): :meth:`PahoTransport.ack` once
+the command, its effect and its reply are committed. Reconnects wait a random time up to a
+capped exponential bound (full jitter, so a fleet of lots does not come back in lockstep); the
+wait ends early when the route to the broker comes back after being gone. The socket has
+TCP_NODELAY: a reply is one small packet, Nagle's algorithm would hold it for the last ACK.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -26,6 +36,93 @@ log = logging.getLogger(__name__)
 PAHO_LOGGER = "gatekeeper.sync.paho"
 
 
+class Backoff:
+    """Full-jitter exponential backoff: wait ``uniform(0, min(cap, base * 2**n))`` before attempt n+1."""
+
+    def __init__(self, *, base: float, cap: float, rng: Callable[[], float] = random.random) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self._rng = rng
+        self.attempt = 0
+
+    def next(self) -> float:
+        bound = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self._rng() * bound
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def route_up(host: str, port: int) -> bool:
+    """Whether the kernel has a route to the broker (a UDP connect sends nothing)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.connect(address)
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class _Client(mqtt.Client):
+    """paho's client with our reconnect wait (paho's own doubles without jitter)."""
+
+    backoff: Backoff
+    kick: threading.Event
+    broker: tuple[str, int]
+
+    def _reconnect_wait(self) -> None:
+        delay = self.backoff.next()
+        deadline = time.monotonic() + delay
+        net_down = not route_up(*self.broker)
+        next_route_check = time.monotonic() + 1.0
+        while (self._state not in (_ConnectionState.MQTT_CS_DISCONNECTING,
+                                   _ConnectionState.MQTT_CS_DISCONNECTED)
+               and not self._thread_terminate):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.kick.wait(min(remaining, 0.25)):
+                break
+            if net_down and time.monotonic() >= next_route_check:
+                next_route_check = time.monotonic() + 1.0
+                if route_up(*self.broker):
+                    log.info("network route to the broker is back: reconnecting now")
+                    break
+        self.kick.clear()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        _quick_ack(self._sock)
+        return rc
+
+
+def _quick_ack(sock: Any) -> None:
+    """Linux: ACK what was just read at once instead of up to 40 ms later. The broker's Nagle (stock
+    mosquitto has ``set_tcp_nodelay false``) holds its next packet to us, e.g. a command, until that
+    ACK; the kernel drops back to delayed ACKs on its own, so it is set again after every read."""
+    if sock is None or not _QUICKACK:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # a websocket or proxy wrapper: not worth failing over
+        log.debug("TCP_NODELAY not set: %s", exc)
+
+
 class PahoTransport:
     """One paho client; its callbacks are passed on to a :class:`TransportListener`."""
 
@@ -35,16 +132,23 @@ class PahoTransport:
         self.cfg = cfg
         self.mqtt5 = cfg.protocol == "5"
         self._listener: TransportListener | None = None
+        self.backoff = Backoff(base=cfg.reconnect_min_s, cap=cfg.reconnect_max_s)
+        self._kick = threading.Event()
         self._client = self._make_client(client_id, will_topic, will_payload, password)
 
     def _make_client(self, client_id: str, will_topic: str, will_payload: bytes, password: str | None) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
             clean_session=None if self.mqtt5 else False,
+            manual_ack=True,
         )
+        client.backoff = self.backoff
+        client.kick = self._kick
+        client.broker = (cfg.host, cfg.port)
+        client.on_socket_open = _no_delay
         paho_log = logging.getLogger(PAHO_LOGGER)
         paho_log.addFilter(_quiet_shutdown)
         client.enable_logger(paho_log)
@@ -97,6 +201,14 @@ class PahoTransport:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(timeout=timeout)
 
+    def ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self._client.ack(mid, qos)
+
+    def reconnect_now(self) -> None:
+        """End a reconnect wait now (e.g. the network is known to be back)."""
+        self._kick.set()
+
     def subscribe(self, topic: str, *, qos: int = 1) -> int:
         result, mid = self._client.subscribe(topic, qos=qos)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -115,6 +227,7 @@ class PahoTransport:
             if reason.is_failure:
                 self._listener.on_connect_refused(str(reason))
                 return
+            self.backoff.reset()
             receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
             self._listener.on_connected(
                 session_present=getattr(flags, "session_present", "?"), receive_maximum=receive_max
@@ -149,7 +262,8 @@ class PahoTransport:
             assert self._listener is not None
             props = message.properties
             correlation = getattr(props, "CorrelationData", None) if props is not None else None
-            self._listener.on_message(message.topic, bytes(message.payload), correlation=correlation)
+            self._listener.on_message(message.topic, bytes(message.payload), correlation=correlation,
+                                      mid=message.mid, qos=message.qos)
         except Exception:
             log.exception("on_message failed")
 

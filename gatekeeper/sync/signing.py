@@ -1,16 +1,19 @@
 """HMAC-SHA256 signatures on cloud commands, and the checks that come before acting on one.
 
-The scheme (documented in docs/mqtt.md, "Signing"):
+The scheme (documented in docs/mqtt.md, "Signing"), version ``v2``:
 
-* The payload is a JSON object. Its ``sig`` member is the lower-case hex
-  HMAC-SHA256, keyed with the lot's secret (UTF-8 bytes), of the *canonical JSON*
-  of the object without ``sig``: keys sorted, separators ``,`` and ``:``, no
-  whitespace, non-ASCII characters as UTF-8 (not escaped). In Python:
-  ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()``.
-  Signed bodies carry no floats (money is integer minor units), so every JSON
-  library produces the same bytes.
-* ``ts`` (ISO 8601 with offset) must be within ``mqtt.max_clock_skew_s`` of the
-  edge clock, and ``id`` must never have been seen before (the store remembers ids).
+* ``sig`` = ``"v2:"`` + lower-case hex HMAC-SHA256, keyed with the lot's secret (UTF-8 bytes), of
+
+      b"gatekeeper-cmd-v2\\n" + lot_id + b"\\n" + command_name + b"\\n" + canonical_json(body without sig)
+
+  where ``command_name`` is the last level of the topic (``payment``) and the canonical JSON is:
+  keys sorted, separators ``,`` and ``:``, no whitespace, non-ASCII characters as UTF-8 (not escaped).
+  In Python: ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()``.
+  The body carries ``id`` and ``ts``, so the signature binds the lot, the command, its id and its time:
+  a command signed for another lot, or moved to another command topic, does not verify.
+* ``v1`` (a bare hex HMAC over the canonical JSON alone, binding neither lot nor command) is refused
+  unless ``mqtt.accept_v1_signatures`` is set, for a cloud that has not moved to v2 yet.
+* ``ts`` (ISO 8601 with offset) must be within ``mqtt.max_clock_skew_s`` of the edge clock.
 
 A signature in the body (rather than an MQTT 5 user property) works the same over
 MQTT 3.1.1 and survives bridges that drop properties.
@@ -22,9 +25,12 @@ import hashlib
 import hmac
 import json
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 SIGNATURE_FIELD = "sig"
+SCHEME = "v2"
+_V2_PREFIX = "v2:"
+_V2_DOMAIN = b"gatekeeper-cmd-v2\n"
 
 
 class SignatureError(Exception):
@@ -36,35 +42,62 @@ class SignatureError(Exception):
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
-    """The exact bytes that are signed."""
+    """The exact JSON bytes that are signed."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def signature(body: Mapping[str, Any], secret: str | bytes) -> str:
-    """Hex HMAC-SHA256 of ``body`` (any ``sig`` member is left out)."""
-    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+def signed_bytes(body: Mapping[str, Any], *, lot: str, command: str) -> bytes:
+    """What a v2 signature covers: domain, lot id, command name, canonical JSON of the body without ``sig``."""
     unsigned = {k: v for k, v in body.items() if k != SIGNATURE_FIELD}
-    return hmac.new(key, canonical_json(unsigned), hashlib.sha256).hexdigest()
+    return _V2_DOMAIN + lot.encode("utf-8") + b"\n" + command.encode("utf-8") + b"\n" + canonical_json(unsigned)
 
 
-def sign(body: Mapping[str, Any], secret: str | bytes) -> dict[str, Any]:
+def _mac(secret: str | bytes, data: bytes) -> str:
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def signature(body: Mapping[str, Any], secret: str | bytes, *, lot: str, command: str,
+              version: Literal["v1", "v2"] = "v2") -> str:
+    """The ``sig`` value for ``body`` (any ``sig`` member is left out)."""
+    if version == "v1":
+        return _mac(secret, canonical_json({k: v for k, v in body.items() if k != SIGNATURE_FIELD}))
+    return _V2_PREFIX + _mac(secret, signed_bytes(body, lot=lot, command=command))
+
+
+def sign(body: Mapping[str, Any], secret: str | bytes, *, lot: str, command: str,
+         version: Literal["v1", "v2"] = "v2") -> dict[str, Any]:
     """``body`` with its ``sig`` added (what the cloud does; used by tests and tools)."""
-    return {**{k: v for k, v in body.items() if k != SIGNATURE_FIELD}, SIGNATURE_FIELD: signature(body, secret)}
+    sig = signature(body, secret, lot=lot, command=command, version=version)
+    return {**{k: v for k, v in body.items() if k != SIGNATURE_FIELD}, SIGNATURE_FIELD: sig}
 
 
-def verify_signature(body: Mapping[str, Any], secret: str | bytes | None) -> None:
-    """Raise :class:`SignatureError` unless ``body['sig']`` is right for ``secret``."""
+def verify_signature(body: Mapping[str, Any], secret: str | bytes | None, *, lot: str, command: str,
+                     accept_v1: bool = False) -> None:
+    """Raise :class:`SignatureError` unless ``body['sig']`` is right for ``secret``, this lot and this command."""
     if not secret:
         raise SignatureError("no_secret", "no HMAC secret is configured on this lane: signed commands are refused")
     given = body.get(SIGNATURE_FIELD)
     if given is None:
         raise SignatureError("unsigned", "command is not signed (no 'sig')")
     if not isinstance(given, str):
-        raise SignatureError("bad_signature", "'sig' must be a hex string")
-    expected = signature(body, secret)
+        raise SignatureError("bad_signature", "'sig' must be a string")
+    if given.startswith(_V2_PREFIX):
+        expected = signature(body, secret, lot=lot, command=command)
+    elif not accept_v1 and _looks_v1(given):
+        raise SignatureError("old_signature", "v1 signature (binds neither lot nor command) refused: sign with "
+                                              "v2 (docs/mqtt.md, Signing)")
+    elif accept_v1:
+        expected = signature(body, secret, lot=lot, command=command, version="v1")
+    else:
+        raise SignatureError("bad_signature", "'sig' is neither a v2 nor a v1 signature")
     # compare_digest on ASCII bytes: constant time whatever the attacker sent.
     if not hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "replace")):
-        raise SignatureError("bad_signature", "signature does not match")
+        raise SignatureError("bad_signature", "signature does not match (lot, command, or any field)")
+
+
+def _looks_v1(sig: str) -> bool:
+    return len(sig) == 64 and all(c in "0123456789abcdef" for c in sig)
 
 
 def check_fresh(ts: datetime, now: datetime, max_skew_s: float) -> None:

@@ -8,6 +8,7 @@ anything that keeps these promises can stand in for it:
   (possibly before ``publish`` returned, from another thread).
 * unacknowledged messages survive a reconnect and are sent again, in order, before the
   acknowledgement of a subscription made after that reconnect.
+* received messages are acknowledged only by :meth:`Transport.ack` (manual acknowledgement).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class TransportListener(Protocol):
 
     def on_subscribed(self, mid: int, *, error: str | None) -> None: ...
 
-    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None) -> None: ...
+    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int, qos: int) -> None:
+        """A command. It is not acknowledged to the broker until :meth:`Transport.ack` is called with
+        ``mid`` and ``qos``: a message never acked is delivered again after a reconnect."""
 
 
 class Transport(Protocol):
@@ -49,6 +52,9 @@ class Transport(Protocol):
 
     def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool, timeout: float) -> None:
         """Publish and wait up to ``timeout`` for it to leave (the last message before a disconnect)."""
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a received message (PUBACK) once what it asked for is durable."""
 
     def subscribe(self, topic: str, *, qos: int = 1) -> int:
         """Subscribe; the acknowledgement comes through :meth:`TransportListener.on_subscribed`."""
