@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from gatekeeper.cli.util import settings_from_args
     from gatekeeper.vision.recognizer import ModelNotFoundError
 
-    settings = settings_from_args(args)
+    # The one command that may run without a config file: reading images touches no lot state.
+    settings = settings_from_args(args, require_file=False)
+    if settings.source is None:
+        print("gatekeeper: note: no config file found; using the built-in [anpr] defaults", file=sys.stderr)
     anpr = settings.anpr
     region = args.region or anpr.region
     try:
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gatekeeper.cli.read``: the same command without the full CLI."""
     parser = argparse.ArgumentParser(prog="gatekeeper read", description="Read licence plates in image files.")
-    parser.add_argument("--config", help="configuration file (default: GATEKEEPER_CONFIG or built-in defaults)")
+    parser.add_argument("--config", help="config file (default: $GATEKEEPER_CONFIG, ./config.toml, /etc/gatekeeper/config.toml, else built-in defaults)")
     _add_arguments(parser)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run(parser.parse_args(argv))
