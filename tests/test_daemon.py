@@ -318,6 +318,7 @@ def reloaded_events(tmp_path: Path) -> list[str]:
         db.close()
 
 
+@pytest.mark.slow
 def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd) -> None:
     control = short_socket_path(tmp_path)
     config = write_sim_config(tmp_path, control)

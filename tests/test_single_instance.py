@@ -89,6 +89,7 @@ def test_a_second_daemon_refuses_before_touching_store_pins_cameras_or_broker(tm
         holder.wait()
 
 
+@pytest.mark.slow
 def test_second_run_exits_non_zero_naming_the_pid_and_leaves_the_first_alone(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
