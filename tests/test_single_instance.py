@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -120,6 +121,20 @@ def test_second_run_exits_non_zero_naming_the_pid_and_leaves_the_first_alone(
         finally:
             db.close()
         assert starts == 1
+
+        # The running daemon as `status --json` and `doctor` see it.
+        shown = subprocess.run([*GATEKEEPER, "--config", str(config), "status", "--json"], capture_output=True,
+                               text=True, env=env(), cwd=tmp_path, timeout=120)
+        live = json.loads(shown.stdout)["daemon"]
+        assert live["running"] is True and live["pid"] == first.pid and live["started_at"].endswith("Z")
+        checked = subprocess.run([*GATEKEEPER, "--config", str(config), "doctor", "--json", "--no-read"],
+                                 capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=120)
+        checks = {c["check"]: c for c in json.loads(checked.stdout)["checks"]}
+        assert checks["daemon"]["status"] == "ok" and f"pid {first.pid}" in checks["daemon"]["detail"]
+        assert "from the daemon" in checks["camera entry-1"]["detail"]
+        assert "in use by the daemon" in checks["gpio"]["detail"]
+        assert checks["broker"]["status"] == "ok"  # its own client id: the daemon stays connected
+        assert mosquitto.log_text().count("lock-lot-node") == connects_before  # nobody took over its client id
     finally:
         first.send_signal(signal.SIGTERM)
         try:

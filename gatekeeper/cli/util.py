@@ -96,7 +96,7 @@ def for_json(value: Any, settings: Settings) -> Any:
     out: dict[str, Any] = {}
     has_money = False
     for key, item in value.items():
-        if key in TIME_KEYS and isinstance(item, str):
+        if (key in TIME_KEYS or key.endswith("_at")) and isinstance(item, str):
             item = _safe(json_time, item)
         elif key in JSON_TEXT_KEYS and isinstance(item, str):
             try:
@@ -116,7 +116,7 @@ def for_people(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
     tz = settings.site.tz
     out = dict(row)
     for key, item in row.items():
-        if key in TIME_KEYS and isinstance(item, str):
+        if (key in TIME_KEYS or key.endswith("_at")) and isinstance(item, str):
             out[key] = _safe(lambda text: human_time(text, tz), item)
         elif key in MONEY_KEYS and isinstance(item, int) and not isinstance(item, bool):
             out[key] = money(settings, item)
