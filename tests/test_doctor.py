@@ -146,12 +146,13 @@ def test_cameras_and_pins_come_from_the_running_daemon(tmp_path: Path) -> None:
     settings = load_settings(config)
     daemon = {"running": True, "lanes": [
         {"id": "cam", "gate": "closed", "vehicle_waiting": False, "safety_active": True,
-         "camera": {"connected": True, "fps": 12.5, "last_frame_age_s": 0.1, "frames": 900}},
+         "camera": {"connected": True, "fps": 12.5, "last_frame_age_s": 0.1, "frames": 900,
+                    "resolution": [1280, 720]}},
         {"id": "dead", "gate": "open", "vehicle_waiting": True, "safety_active": False,
          "camera": {"connected": False, "last_error": "no signal"}},
     ]}
     cams = {c.check: c for c in check_cameras(settings, daemon)}
-    assert cams["camera cam"].status == "ok" and "12.5 fps" in cams["camera cam"].detail
+    assert cams["camera cam"].status == "ok" and "12.5 fps, 1280x720" in cams["camera cam"].detail
     assert cams["camera dead"].status == "fail" and "no signal" in cams["camera dead"].detail
     (gpio,) = check_gpio(settings, daemon)
     assert gpio.status == "ok" and "in use by the daemon" in gpio.detail
@@ -194,3 +195,29 @@ def test_systemd_states() -> None:
     missing = "LoadState=not-found\nActiveState=inactive\n"
     assert check_systemd(fake_run({"systemctl": (0, missing)}), have)[0].status == "warn"
     assert check_systemd(fake_run({}), lambda name: None)[0].status == "warn"
+
+
+def test_the_daemon_reports_each_camera_resolution_from_its_newest_frame() -> None:
+    import numpy as np
+
+    from gatekeeper.service.status import lane_status
+
+    class Grabber:
+        def __init__(self, frame: Any) -> None:
+            self.frame = frame
+
+        def latest(self) -> Any:
+            return self.frame
+
+    class Runner:
+        def __init__(self, frame: Any) -> None:
+            self.grabber = Grabber(frame)
+
+        def status(self) -> dict[str, Any]:
+            return {"id": "x", "camera": {"connected": True}}
+
+    class Frame:
+        image = np.zeros((720, 1280, 3), dtype=np.uint8)
+
+    assert lane_status(Runner(Frame()))["camera"]["resolution"] == [1280, 720]  # type: ignore[arg-type]
+    assert lane_status(Runner(None))["camera"]["resolution"] is None  # type: ignore[arg-type]

@@ -125,15 +125,18 @@ def _camera_from_daemon(lane: LaneConfig, status: dict[str, Any]) -> Check:
     cam = status.get("camera") or {}
     name = f"camera {lane.id}"
     age = cam.get("last_frame_age_s")
-    data = {k: cam.get(k) for k in ("connected", "fps", "last_frame_age_s", "frames", "errors", "reconnects")}
+    data = {k: cam.get(k) for k in ("connected", "fps", "last_frame_age_s", "resolution", "frames", "errors",
+                                    "reconnects")}
     if not cam.get("connected"):
         return Check(name, "fail", f"{lane.camera}: disconnected ({cam.get('last_error') or 'no frames'})",
                      "check the cable/stream URL and the camera's power; docs/cameras.md", data)
     if lane.camera.startswith("dir:"):
         return Check(name, "ok", f"watch folder, {cam.get('frames', 0)} photo(s) taken so far (from the daemon)",
                      data=data)
-    detail = f"{cam.get('fps', 0):.1f} fps, last frame {age:.1f} s ago (from the daemon)" if age is not None \
-        else "connected, no frame yet (from the daemon)"
+    size = cam.get("resolution")
+    resolution = f", {size[0]}x{size[1]}" if size else ""
+    detail = f"{cam.get('fps', 0):.1f} fps{resolution}, last frame {age:.1f} s ago (from the daemon)" \
+        if age is not None else "connected, no frame yet (from the daemon)"
     stale = age is None or age > 5
     return Check(name, "warn" if stale else "ok", detail,
                  "a live camera should deliver frames continuously; docs/cameras.md" if stale else "", data)
