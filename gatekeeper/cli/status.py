@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gatekeeper.cli.util import EXIT_OK, for_json, human_time, open_store, print_json, print_table, rows_for_people, settings_from_args
+from gatekeeper.cli.util import EXIT_OK, human_time, open_store, print_json, print_table, rows_for_people, settings_from_args
 from gatekeeper.config import Settings
 
 

@@ -169,6 +169,12 @@ def rows_for_people(rows: Iterable[dict[str, Any]], settings: Settings) -> list[
     return [for_people(row, settings) for row in rows]
 
 
+def rows_with_local_times(rows: Iterable[dict[str, Any]], keys: Iterable[str], tz: tzinfo) -> list[dict[str, Any]]:
+    """Older helper kept for commands written before the convention: only the times, for people."""
+    wanted = set(keys)
+    return [{k: (human_time(v, tz) if k in wanted and isinstance(v, str) else v) for k, v in row.items()} for row in rows]
+
+
 SESSION_COLUMNS = ("id", "plate", "status", "entry_lane", "entry_at", "paid_at", "amount_paid", "exit_at")
 
 
