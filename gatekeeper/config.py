@@ -1,7 +1,9 @@
 """Typed configuration: one pydantic model per section, unknown keys rejected.
 
 Sources, strongest first: environment (``GATEKEEPER_SECTION__KEY``), then the TOML
-file (``--config`` or ``GATEKEEPER_CONFIG``), then the defaults below. Secrets
+file, then the defaults below. The file is found by :func:`discover_config`, the one
+discovery every command uses: ``--config``, ``$GATEKEEPER_CONFIG``, ``./config.toml``,
+``/etc/gatekeeper/config.toml``. Secrets
 never live in the TOML file: they come from the environment or from a file the
 config names (``*_file`` keys), see :func:`read_secret`.
 """
@@ -11,9 +13,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -24,6 +27,8 @@ from gatekeeper.vision.camera.spec import parse_spec
 CONFIG_ENV = "GATEKEEPER_CONFIG"
 #: Looked for, in order, when neither --config nor GATEKEEPER_CONFIG names a file.
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/gatekeeper/config.toml"))
+#: Shown to people wherever the order is explained (``--help``, errors, ``config path``).
+DISCOVERY_ORDER = "--config PATH, then $GATEKEEPER_CONFIG, then ./config.toml, then /etc/gatekeeper/config.toml"
 SECRET_KEYS = frozenset({"password", "token", "hmac_secret"})
 PinSpec = int | str
 
@@ -320,9 +325,78 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load and validate; raises :class:`ConfigError` with readable lines."""
-    chosen = path or os.environ.get(CONFIG_ENV) or next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+@dataclass(frozen=True)
+class Candidate:
+    """One place the config file may come from, and what was found there."""
+
+    source: str  # "--config", "$GATEKEEPER_CONFIG", "./config.toml", "/etc/gatekeeper/config.toml"
+    path: Path | None
+    outcome: str  # "used", "not given", "not set", "not found", "not checked"
+
+
+@dataclass(frozen=True)
+class ConfigChoice:
+    """Which config file a command uses, why, and every candidate in discovery order."""
+
+    path: Path | None
+    reason: str
+    candidates: tuple[Candidate, ...]
+
+
+def discover_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ConfigChoice:
+    """The one config discovery: ``--config``, ``$GATEKEEPER_CONFIG``, ``./config.toml``, ``/etc/...``.
+
+    A file named explicitly (option or variable) is used even if it is missing, so the
+    error names it instead of silently falling through to another lot's file.
+    """
+    env = os.environ if environ is None else environ
+    tried: list[Candidate] = []
+    chosen: Path | None = None
+    reason = ""
+
+    def later(source: str, path: Path | None) -> None:
+        tried.append(Candidate(source, path, "not checked"))
+
+    if explicit:
+        chosen, reason = Path(explicit), "named by --config"
+        tried.append(Candidate("--config", chosen, "used"))
+    else:
+        tried.append(Candidate("--config", None, "not given"))
+    from_env = env.get(CONFIG_ENV) or None
+    if chosen is not None:
+        later(f"${CONFIG_ENV}", Path(from_env) if from_env else None)
+    elif from_env:
+        chosen, reason = Path(from_env), f"named by ${CONFIG_ENV}"
+        tried.append(Candidate(f"${CONFIG_ENV}", chosen, "used"))
+    else:
+        tried.append(Candidate(f"${CONFIG_ENV}", None, "not set"))
+    for default in DEFAULT_CONFIG_PATHS:
+        label = f"./{default}" if not default.is_absolute() else str(default)
+        if chosen is not None:
+            later(label, default.absolute())
+        elif default.is_file():
+            chosen = default.absolute()
+            reason = "found in the current directory" if not default.is_absolute() else "found in /etc/gatekeeper"
+            tried.append(Candidate(label, chosen, "used"))
+        else:
+            tried.append(Candidate(label, default.absolute(), "not found"))
+    return ConfigChoice(chosen, reason or "no config file found", tuple(tried))
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, require_file: bool = False) -> Settings:
+    """Load and validate; raises :class:`ConfigError` with readable lines.
+
+    With ``require_file`` a missing config file is an error (the CLI: never show a
+    made-up empty lot); without it the built-in defaults are used (library, tests).
+    """
+    choice = discover_config(path)
+    chosen = choice.path
+    if chosen is None and require_file:
+        raise ConfigError(f"no config file found (looked for {DISCOVERY_ORDER}); see `gatekeeper config path`")
     doc: dict[str, Any] = {}
     source: Path | None = None
     if chosen:

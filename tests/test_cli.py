@@ -132,9 +132,11 @@ def test_status_and_sessions_list(config: Path) -> None:
     status = json.loads(gk("status", "--json", config=config).stdout)
     assert status["occupancy"] == {"capacity": 5, "occupied": 2, "free": 3}
     assert status["outbox"]["pending"] == 4  # two entries, two occupancy updates
-    assert status["daemon"] is None
+    assert status["daemon"]["running"] is False
+    assert status["daemon"]["socket"] == str(config.parent / "data" / "control.sock")
     text = gk("status", config=config).stdout
     assert "2/5 occupied" in text and "AB123" in text
+    assert f"no daemon is running (no answer on {config.parent / 'data' / 'control.sock'})" in text
     rows = json.loads(gk("sessions", "list", "--json", config=config).stdout)
     assert {r["plate"] for r in rows} == {"AB123", "CD456"}
     assert "CD456" not in gk("sessions", "list", "--plate", "ab-123", config=config).stdout
@@ -150,7 +152,7 @@ def test_show_fee_pay_then_fee_is_zero(config: Path) -> None:
     assert paid.returncode == 0 and "marked paid: 7.50 EUR" in paid.stdout
     assert "0.00 EUR due now" in gk("fee", "AB123", config=config).stdout
     events = [json.loads(l) for l in gk("events", "--json", config=config).stdout.splitlines()]
-    assert events[-1]["kind"] == "paid" and json.loads(events[-1]["data"])["by"] == "technician"
+    assert events[-1]["kind"] == "paid" and events[-1]["data"]["by"] == "technician"
     outbox = json.loads(gk("outbox", "--json", config=config).stdout)
     assert "events/paid" in [r["topic"] for r in outbox["rows"]]
 
@@ -176,6 +178,7 @@ def test_edit_and_delete(config: Path) -> None:
     ],
 )
 def test_errors_are_one_line_and_non_zero(config: Path, args: tuple[str, ...], message: str) -> None:
+    seed(config)  # an existing lot with no sessions
     result = gk(*args, config=config)
     assert result.returncode != 0
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -217,13 +217,14 @@ def test_control_socket_permissions_peer_and_bad_requests(tmp_path: Path) -> Non
 
 def test_cli_open_without_a_daemon_fails_clearly(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[mqtt]\nenabled = false\n')
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[mqtt]\nenabled = false\n'
+                      '[[lanes]]\nid = "entry-1"\ndirection = "entry"\ncamera = "dir:cams"\nrelay_pin = 17\n')
     result = subprocess.run(
         [*GATEKEEPER, "--config", str(config), "open", "entry-1", "--reason", "test"],
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 1
-    assert "is the daemon running" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 3  # the daemon is not reachable
+    assert "no daemon is running" in result.stderr and "Traceback" not in result.stderr
 
 
 # --------------------------------------------------------------------------- the real thing, in a subprocess
@@ -317,6 +318,7 @@ def reloaded_events(tmp_path: Path) -> list[str]:
         db.close()
 
 
+@pytest.mark.slow
 def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd) -> None:
     control = short_socket_path(tmp_path)
     config = write_sim_config(tmp_path, control)
@@ -356,7 +358,9 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
         assert opened.returncode == 0, opened.stderr
         assert "opening" in opened.stdout
         refused = cli(config, "arrive", "nope-9", "--plate", "X1")
-        assert refused.returncode == 1 and "no lane 'nope-9'" in refused.stderr
+        assert refused.returncode == 2 and "no lane 'nope-9'" in refused.stderr  # not in the config: usage error
+        shut = cli(config, "arrive", "exit-1", "--plate", "ZZ 999 ZZ")  # never entered: the lane refuses
+        assert shut.returncode == 1 and "ZZ999ZZ -> SHUT" in shut.stdout, (shut.stdout, shut.stderr)
 
         # SIGHUP reloads lists and tariff and says so in an event. Waited for in the file the
         # daemon writes (its RELOADING=1/READY=1 datagrams may be dropped when the queue is full).

@@ -15,19 +15,24 @@ from typing import Sequence
 
 from gatekeeper import __version__
 from gatekeeper.cli import config_check, events, sessions, status
+from gatekeeper.config import DISCOVERY_ORDER
 
 #: Modules that add their own subcommands with ``register(subparsers)``, in help order.
 CORE_COMMANDS = (config_check, status, sessions, events)
 #: Optional parts, skipped when not installed in this build.
-COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon")
+COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon", "gatekeeper.cli.doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="Unattended parking lane: plate reading, barrier, sessions and cloud sync.",
+        epilog=f"The config file is the first of: {DISCOVERY_ORDER} (`gatekeeper config path` shows which and why). "
+        "Exit codes: 0 done, 1 refused (by the lane or the store) or a check failed, 2 usage or configuration "
+        "error, 3 the daemon is not reachable.",
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $GATEKEEPER_CONFIG or built-in defaults)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $GATEKEEPER_CONFIG, else ./config.toml, else /etc/gatekeeper/config.toml)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

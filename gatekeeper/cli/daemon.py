@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from typing import Any
 
-from gatekeeper.cli.util import fail, settings_from_args
+from gatekeeper.cli.util import (
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    fail,
+    human_time,
+    money,
+    print_json,
+    settings_from_args,
+)
 from gatekeeper.config import Settings
 
 
@@ -68,11 +77,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from gatekeeper.service.daemon import Daemon
+    from gatekeeper.service.lock import AlreadyRunning, DataDirLock
 
+    try:  # before anything else: a second daemon must not touch the relays, cameras or broker
+        lock = DataDirLock.acquire(settings.storage.data_dir)
+    except AlreadyRunning as exc:
+        fail(str(exc), EXIT_REFUSED)
+    except OSError as exc:
+        fail(f"cannot lock the data directory {settings.storage.data_dir}: {exc}", EXIT_REFUSED)
+    on_ready = None
     if args.sim:
         settings.hardware.pin_factory = "mock"
         _print_sim_banner(settings)
-    return Daemon(settings, sim=args.sim).run()
+
+        def on_ready() -> None:
+            print(f"ready: {len(settings.lanes)} lane(s) running; drop car photos into the folders above "
+                  "(Ctrl-C stops)", flush=True)
+
+    return Daemon(settings, sim=args.sim, lock=lock, on_ready=on_ready).run()
 
 
 def _print_sim_banner(settings: Settings) -> None:
@@ -113,14 +135,21 @@ def _folder(camera: str) -> Any:
 
 
 def _ask(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's reply; exit 2 for a lane the config does not have, 3 when no daemon answers,
+    1 when the daemon refuses."""
     from gatekeeper.service.control import ControlError, request
 
+    lane = payload.get("lane")
+    if lane is not None and lane not in {l.id for l in settings.lanes}:
+        fail(f"no lane {lane!r} in {settings.source} (lanes: {', '.join(l.id for l in settings.lanes) or 'none'})",
+             EXIT_USAGE)
     try:
         reply = request(settings.control_socket_path, payload, timeout=30.0)
     except ControlError as exc:
-        fail(f"{exc}; is the daemon running? (gatekeeper run)")
+        fail(f"no daemon is running ({exc}; socket {settings.control_socket_path}); start it with `gatekeeper run`",
+             EXIT_NO_DAEMON)
     if not reply.get("ok"):
-        fail(str(reply.get("error") or "the daemon refused"))
+        fail(str(reply.get("error") or "the daemon refused"), EXIT_REFUSED)
     return reply
 
 
@@ -130,11 +159,12 @@ def cmd_open(args: argparse.Namespace) -> int:
         settings,
         {"cmd": "open", "lane": args.lane, "reason": args.reason, "by": args.by or getpass.getuser()},
     )
+    reply.pop("ok", None)
     if args.json:
-        print(json.dumps(reply, indent=2))
+        print_json(reply, settings)
     else:
         print(f"lane {reply['lane']}: opening (gate {reply.get('gate')}), recorded as event {reply.get('event_id')}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_arrive(args: argparse.Namespace) -> int:
@@ -144,13 +174,19 @@ def cmd_arrive(args: argparse.Namespace) -> int:
         {"cmd": "arrive", "lane": args.lane, "plate": args.plate, "by": args.by or getpass.getuser()},
     )
     decision = reply["decision"]
+    code = EXIT_OK if decision["open"] else EXIT_REFUSED  # a script can tell "refused by the lane"
+    reply.pop("ok", None)
     if args.json:
-        print(json.dumps(reply, indent=2))
-        return 0
+        print_json(reply, settings)
+        return code
     verdict = "OPEN" if decision["open"] else "SHUT"
     session = f", session {decision['session_id']}" if decision.get("session_id") else ""
-    print(f"lane {reply['lane']}: {decision['plate']} -> {verdict}: {decision['message']} [{decision['reason']}{session}]")
-    return 0
+    due = f", {money(settings, decision['fee_due'])} due" if decision.get("fee_due") else ""
+    print(
+        f"lane {reply['lane']}: {decision['plate']} -> {verdict}: {decision['message']} "
+        f"[{decision['reason']}{session}{due}] at {human_time(decision.get('at'), settings.site.tz)}"
+    )
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any, Sequence
 
-from gatekeeper.cli.util import TIME_KEYS, open_store, print_json, print_table, rows_with_local_times, settings_from_args
+from gatekeeper.cli.util import EXIT_OK, for_people, open_store, print_json, print_table, rows_for_people, settings_from_args
 from gatekeeper.config import Settings
 
+
 def _print_events(rows: Sequence[dict[str, Any]], settings: Settings, as_json: bool) -> None:
-    rows = rows_with_local_times(rows, TIME_KEYS, settings.site.tz)
     if as_json:
         for row in rows:
-            print(json.dumps(row, default=str), flush=True)
-    else:
-        for r in rows:
-            print(
-                f"{r['at']}  {r['lane'] or '-':<10} {r['kind']:<12} {r['reason'] or '-':<22} "
-                f"{r['plate'] or '-':<10} {('#' + str(r['session_id'])) if r['session_id'] else '-':<6} {r['message'] or ''}",
-                flush=True,
-            )
+            print_json(row, settings, indent=None)  # one object per line; `data` is an object, not a string
+        return
+    for row in rows:
+        r = for_people(row, settings)
+        session = f"#{r['session_id']}" if r["session_id"] else "-"
+        print(
+            f"{r['at']}  {r['lane'] or '-':<10} {r['kind']:<12} {r['reason'] or '-':<22} "
+            f"{r['plate'] or '-':<10} {session:<6} {r['message'] or ''}".rstrip(),
+            flush=True,
+        )
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -36,7 +37,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             if rows:
                 _print_events(rows, settings, args.json)
                 last = rows[-1]["seq"]
-    return 0
+    return EXIT_OK
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -48,11 +49,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             for r in store.outbox_pending(limit=args.limit)
         ]
     if args.json:
-        print_json({**stats, "rows": pending})
-        return 0
+        print_json({**stats, "rows": pending}, settings)
+        return EXIT_OK
     print(f"{stats['pending']} waiting, {stats['sent']} sent and kept")
-    print_table(rows_with_local_times(pending, TIME_KEYS, settings.site.tz), ("id", "topic", "created_at", "msg_id"))
-    return 0
+    print_table(rows_for_people(pending, settings), ("id", "topic", "created_at", "msg_id"))
+    return EXIT_OK
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from gatekeeper.cli.progress import Progress
 from gatekeeper.vision.plate_formats import BUILTIN_FORMATS, PlateGrammar
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", type=Path, help="JPEG/PNG files")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--progress", action="store_true",
+                        help="progress on stderr even when it is not a terminal (always shown on one)")
     parser.add_argument("--region", help=f"plate grammar ({', '.join(BUILTIN_FORMATS)} or a key of anpr.formats); "
                         "default: anpr.region")
 
@@ -54,7 +57,9 @@ def _decode(path: Path) -> np.ndarray:
     return image
 
 
-def _emit(result: dict[str, Any], as_json: bool) -> None:
+def _emit(result: dict[str, Any], as_json: bool, progress: Progress | None = None) -> None:
+    if progress is not None:
+        progress.done()  # a result line never lands in the middle of a progress line
     if as_json:
         print(json.dumps(result), flush=True)
     elif "error" in result:
@@ -70,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from gatekeeper.cli.util import settings_from_args
     from gatekeeper.vision.recognizer import ModelNotFoundError
 
-    settings = settings_from_args(args)
+    # The one command that may run without a config file: reading images touches no lot state.
+    settings = settings_from_args(args, require_file=False)
+    if settings.source is None:
+        print("gatekeeper: note: no config file found; using the built-in [anpr] defaults", file=sys.stderr)
     anpr = settings.anpr
     region = args.region or anpr.region
     try:
@@ -78,14 +86,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gatekeeper: error: {exc}", file=sys.stderr)
         return 2
+    progress = Progress(enabled=getattr(args, "progress", False))
+    progress.say("loading the plate reader...")
     try:
         reader = PlateReader.from_config(anpr.model_copy(update={"region": region}))
     except (ModelNotFoundError, ValueError) as exc:
+        progress.done()
         print(f"gatekeeper: error: {exc}", file=sys.stderr)
         return 1
     failures = 0
+    total = len(args.images)
     with reader:
-        for path in args.images:
+        for number, path in enumerate(args.images, start=1):
+            if total > 1:
+                progress.count(number, total, "reading image")
             name = str(path)
             try:
                 image = _decode(path)
@@ -93,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 log.error("cannot read %s: %s", name, reason)
-                _emit({"image": name, "error": reason}, args.json)
+                _emit({"image": name, "error": reason}, args.json, progress)
                 continue
             started = time.perf_counter()
             try:
@@ -101,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:  # one bad image must not stop the batch
                 failures += 1
                 log.exception("reading %s failed", name)
-                _emit({"image": name, "error": f"reader failed: {exc}"}, args.json)
+                _emit({"image": name, "error": f"reader failed: {exc}"}, args.json, progress)
                 continue
             ms = round((time.perf_counter() - started) * 1000, 1)
             _emit(
@@ -113,14 +127,16 @@ def run(args: argparse.Namespace) -> int:
                     "box": list(read.box) if read else None,
                 },
                 args.json,
+                progress,
             )
+    progress.done()
     return 1 if failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gatekeeper.cli.read``: the same command without the full CLI."""
     parser = argparse.ArgumentParser(prog="gatekeeper read", description="Read licence plates in image files.")
-    parser.add_argument("--config", help="configuration file (default: GATEKEEPER_CONFIG or built-in defaults)")
+    parser.add_argument("--config", help="config file (default: $GATEKEEPER_CONFIG, ./config.toml, /etc/gatekeeper/config.toml, else built-in defaults)")
     _add_arguments(parser)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run(parser.parse_args(argv))

@@ -6,16 +6,16 @@ import argparse
 from typing import Any
 
 from gatekeeper.cli.util import (
+    EXIT_OK,
     SESSION_COLUMNS,
-    TIME_KEYS,
     fail,
-    local_time,
+    for_people,
     money,
     open_store,
     parse_since,
     print_json,
     print_table,
-    rows_with_local_times,
+    rows_for_people,
     settings_from_args,
 )
 from gatekeeper.config import Settings
@@ -27,7 +27,7 @@ def _session_details(store: Store, settings: Settings, session_id: int) -> dict[
     due = 0
     if row["status"] != "closed":
         due = fee_due(session_view(row), store.clock(), store.tariff())
-    return {**row, "fee_due_now": due, "fee_due_display": money(settings, due)}
+    return {**row, "fee_due_now": due}
 
 
 def cmd_sessions_list(args: argparse.Namespace) -> int:
@@ -35,12 +35,11 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     status = None if args.all else ["open", "paid"]
     with open_store(settings) as store:
         rows = store.sessions(status=status, plate=args.plate, limit=args.limit)
-    rows = rows_with_local_times(rows, TIME_KEYS, settings.site.tz)
     if args.json:
-        print_json(rows)
+        print_json(rows, settings)
     else:
-        print_table(rows, SESSION_COLUMNS, empty="(no sessions)")
-    return 0
+        print_table(rows_for_people(rows, settings), SESSION_COLUMNS, empty="(no sessions)")
+    return EXIT_OK
 
 
 def cmd_sessions_show(args: argparse.Namespace) -> int:
@@ -51,17 +50,11 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
         except StoreError as exc:
             fail(str(exc))
     if args.json:
-        print_json(details)
-        return 0
-    tz = settings.site.tz
-    for key, value in details.items():
-        if key in TIME_KEYS:
-            value = local_time(value, tz)
-        if key in ("amount_paid", "fee_charged", "fee_due_now") and value is not None:
-            value = money(settings, value)
-        if key != "fee_due_display":
-            print(f"{key:>15}: {'-' if value is None else value}")
-    return 0
+        print_json(details, settings)
+        return EXIT_OK
+    for key, value in for_people(details, settings).items():
+        print(f"{key:>15}: {'-' if value is None else value}")
+    return EXIT_OK
 
 
 def cmd_sessions_pay(args: argparse.Namespace) -> int:
@@ -73,11 +66,15 @@ def cmd_sessions_pay(args: argparse.Namespace) -> int:
             row = store.pay_session(args.id, amount=amount, reference=args.reference, by="technician")
         except StoreError as exc:
             fail(str(exc))
+    if args.json:
+        print_json({"session": row, "paid": amount, "currency": settings.site.currency,
+                    "grace_minutes": settings.tariff.grace_minutes}, settings)
+        return EXIT_OK
     print(
         f"session {row['id']} ({row['plate']}) marked paid: {money(settings, amount)}"
         f", exit grace {settings.tariff.grace_minutes} min from now"
     )
-    return 0
+    return EXIT_OK
 
 
 def cmd_sessions_edit(args: argparse.Namespace) -> int:
@@ -88,8 +85,11 @@ def cmd_sessions_edit(args: argparse.Namespace) -> int:
             row = store.edit_plate(args.id, args.plate)
         except StoreError as exc:
             fail(str(exc))
+    if args.json:
+        print_json({"session": row, "old_plate": old}, settings)
+        return EXIT_OK
     print(f"session {row['id']}: plate {old} -> {row['plate']}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_sessions_delete(args: argparse.Namespace) -> int:
@@ -99,8 +99,11 @@ def cmd_sessions_delete(args: argparse.Namespace) -> int:
             store.delete_session(args.id)
         except StoreError as exc:
             fail(str(exc))
+    if args.json:
+        print_json({"deleted": args.id})
+        return EXIT_OK
     print(f"session {args.id} deleted")
-    return 0
+    return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -111,12 +114,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.since:
         since = parse_since(args.since, tz)
         rows = [r for r in rows if from_iso(r["entry_at"]) >= since]  # type: ignore[operator]
-    rows = rows_with_local_times(list(reversed(rows)), TIME_KEYS, tz)
+    rows = list(reversed(rows))
     if args.json:
-        print_json(rows)
+        print_json(rows, settings)
     else:
-        print_table(rows, (*SESSION_COLUMNS, "exit_lane", "fee_charged"), empty="(no visits)")
-    return 0
+        print_table(rows_for_people(rows, settings), (*SESSION_COLUMNS, "exit_lane", "fee_charged"), empty="(no visits)")
+    return EXIT_OK
 
 
 def cmd_fee(args: argparse.Namespace) -> int:
@@ -129,11 +132,11 @@ def cmd_fee(args: argparse.Namespace) -> int:
             fail(f"no open session for {args.target!r}")
         details = [_session_details(store, settings, i) for i in ids]
     if args.json:
-        print_json([{k: d[k] for k in ("id", "plate", "status", "fee_due_now")} for d in details])
+        print_json([{k: d[k] for k in ("id", "plate", "status", "fee_due_now")} for d in details], settings)
     else:
         for d in details:
-            print(f"session {d['id']} {d['plate']} ({d['status']}): {d['fee_due_display']} due now")
-    return 0
+            print(f"session {d['id']} {d['plate']} ({d['status']}): {money(settings, d['fee_due_now'])} due now")
+    return EXIT_OK
 
 
 def _exists(store: Store, session_id: int) -> bool:
@@ -162,13 +165,16 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     pay.add_argument("id", type=int)
     pay.add_argument("--reference", help="receipt or payment reference")
     pay.add_argument("--amount", type=int, help="minor units (default: the fee due now)")
+    pay.add_argument("--json", action="store_true")
     pay.set_defaults(func=cmd_sessions_pay)
     edit = sessions.add_parser("edit", help="fix a misread plate")
     edit.add_argument("id", type=int)
     edit.add_argument("--plate", required=True)
+    edit.add_argument("--json", action="store_true")
     edit.set_defaults(func=cmd_sessions_edit)
     delete = sessions.add_parser("delete", help="delete a paid or closed session")
     delete.add_argument("id", type=int)
+    delete.add_argument("--json", action="store_true")
     delete.set_defaults(func=cmd_sessions_delete)
 
     history = sub.add_parser("history", help="visits, oldest first")

@@ -3,51 +3,55 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
-from gatekeeper.cli.util import TIME_KEYS, local_time, open_store, print_json, print_table, rows_with_local_times, settings_from_args
+from gatekeeper.cli.util import EXIT_OK, human_time, open_store, print_json, print_table, rows_for_people, settings_from_args
 from gatekeeper.config import Settings
 
-def _daemon_status(settings: Settings) -> dict[str, Any] | None:
-    """Live lane/camera/sync state from a running daemon, or None when none answers."""
+
+def daemon_status(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+    """``{"running": True, "socket", **live}`` from the daemon, or ``{"running": False, "socket", "error"}``."""
+    from gatekeeper.service.control import ControlError, request
+
+    socket_path = str(settings.control_socket_path)
     try:
-        control = importlib.import_module("gatekeeper.service.control")
-        return control.request(settings.control_socket_path, {"cmd": "status"}, timeout=3.0)
-    except Exception:  # no daemon, no socket, or no permission: the database still answers
-        return None
+        reply = request(settings.control_socket_path, {"cmd": "status"}, timeout=timeout)
+    except (ControlError, OSError) as exc:  # no daemon, no socket, or no permission: the database still answers
+        return {"running": False, "socket": socket_path, "error": str(exc)}
+    reply.pop("ok", None)
+    return {"running": True, "socket": socket_path, **reply}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    tz = settings.site.tz
     with open_store(settings) as store:
-        report = {
+        stored = {
             "lot": settings.site.lot_id,
             "occupancy": store.occupancy(),
-            "open_sessions": rows_with_local_times(store.sessions(status=["open", "paid"]), TIME_KEYS, tz),
+            "open_sessions": store.sessions(status=["open", "paid"]),
             "outbox": store.outbox_stats(),
-            "last_events": rows_with_local_times(store.events(tail=args.events), TIME_KEYS, tz),
-            "daemon": _daemon_status(settings),
+            "last_events": store.events(tail=args.events),
         }
+    daemon = daemon_status(settings)
     if args.json:
-        print_json(report)
-        return 0
-    occ = report["occupancy"]
-    print(f"Lot {report['lot']}: {occ['occupied']}/{occ['capacity']} occupied, {occ['free']} free")
-    ob = report["outbox"]
-    print(f"Outbox: {ob['pending']} waiting for the cloud" + (f" (oldest {local_time(ob['oldest_pending_at'], tz)})" if ob["pending"] else ""))
-    daemon = report["daemon"]
-    if daemon is None:
-        print("Daemon: not running (or its control socket is not reachable)")
+        print_json({**stored, "daemon": daemon}, settings)
+        return EXIT_OK
+    tz = settings.site.tz
+    occ = stored["occupancy"]
+    print(f"Lot {stored['lot']}: {occ['occupied']}/{occ['capacity']} occupied, {occ['free']} free")
+    ob = stored["outbox"]
+    oldest = f" (oldest {human_time(ob['oldest_pending_at'], tz)})" if ob["pending"] else ""
+    print(f"Outbox: {ob['pending']} waiting for the cloud{oldest}")
+    if not daemon["running"]:
+        print(f"Daemon: no daemon is running (no answer on {daemon['socket']}); stored state below")
     else:
-        print("Daemon: running")
+        print(f"Daemon: running, pid {daemon.get('pid')}" + (" (simulated lot)" if daemon.get("sim") else ""))
         for lane in daemon.get("lanes", []):
             cam = lane.get("camera") or {}
             print(
                 f"  lane {lane.get('id')} ({lane.get('direction')}): gate {lane.get('gate')}, "
                 f"camera {'ok' if cam.get('connected') else 'DOWN'}"
-                + (f", last: {lane['last_decision']}" if lane.get("last_decision") else "")
+                + (f", last: {_last(lane['last'], settings)}" if lane.get("last") else "")
             )
         if daemon.get("storage_fault"):
             print(f"  STORAGE FAULT: {daemon['storage_fault']} - lanes refuse vehicles until it clears")
@@ -57,14 +61,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  sync: {'connected' if sync.get('connected') else 'offline'}"
                   + (f", {rejected} command(s) rejected since start" if rejected else ""))
     print("\nInside:")
-    print_table(report["open_sessions"], ("id", "plate", "status", "entry_lane", "entry_at", "paid_at"))
+    print_table(rows_for_people(stored["open_sessions"], settings),
+                ("id", "plate", "status", "entry_lane", "entry_at", "paid_at"))
     print("\nLast events:")
-    print_table(report["last_events"], ("at", "lane", "kind", "reason", "plate", "session_id", "message"))
-    return 0
+    print_table(rows_for_people(stored["last_events"], settings),
+                ("at", "lane", "kind", "reason", "plate", "session_id", "message"))
+    return EXIT_OK
+
+
+def _last(decision: dict[str, Any], settings: Settings) -> str:
+    verdict = "opened" if decision.get("open") else "stayed shut"
+    at = human_time(decision.get("at"), settings.site.tz)
+    return f"{decision.get('plate') or '(no plate)'} {verdict}: {decision.get('message')} [{decision.get('reason')}] at {at}"
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    status = sub.add_parser("status", help="occupancy, open sessions, outbox backlog, last events, live lanes")
+    status = sub.add_parser(
+        "status", help="occupancy, open sessions, outbox backlog, last events, live lanes",
+        description="The stored state of the lot, plus the live lanes when the daemon answers on its control "
+        "socket. Exit code 0 whether or not the daemon runs (its state is in the output).",
+    )
     status.add_argument("--json", action="store_true")
     status.add_argument("--events", type=int, default=10, metavar="N", help="how many recent events")
     status.set_defaults(func=cmd_status)

@@ -20,13 +20,14 @@ import threading
 import time
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, Settings, load_settings
 from gatekeeper.lane import ConsolidatorFactory, LaneRunner, ReaderLike, default_consolidator_factory, policy_from_settings
 from gatekeeper.service.assembly import BarrierFactory, GrabberFactory, build_lane, load_reader, start_sync
 from gatekeeper.service.control import ControlServer, PeerCredentials
+from gatekeeper.service.lock import AlreadyRunning, DataDirLock
 from gatekeeper.service.sdnotify import SystemdNotifier
 from gatekeeper.service.simulator import SimulatedTraffic
 from gatekeeper.service.status import ControlCommands, status_line, status_report
@@ -57,6 +58,8 @@ class Daemon:
         consolidator_factory: ConsolidatorFactory | None = None,
         shutdown_timeout_s: float = 20.0,
         control_socket: bool = True,
+        lock: DataDirLock | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         if sim:
             settings.hardware.pin_factory = "mock"
@@ -71,6 +74,7 @@ class Daemon:
         self._barrier_factory = barrier_factory
         self._consolidator_factory = consolidator_factory
         self._want_control = control_socket
+        self._on_ready = on_ready
         self.reader_lock = threading.Lock()
         self.decision_lock = threading.RLock()
         self.store: Store | None = None
@@ -78,6 +82,7 @@ class Daemon:
         self.sync: CloudSync | None = None
         self.control: ControlServer | None = None
         self.simulator: SimulatedTraffic | None = None
+        self.lock: DataDirLock | None = lock  # taken by the caller already (``gatekeeper run``), or at start
         self.started_at: datetime | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -106,10 +111,16 @@ class Daemon:
     # -- start -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the store, load the reader, start lanes, sync and control socket; then READY=1."""
+        """Lock the lot, open the store, load the reader, start lanes, sync and control socket; then READY=1.
+
+        The lock comes first: a second daemon on the same lot stops here (:class:`AlreadyRunning`)
+        before it touches a relay, a camera, the broker or the database.
+        """
         t0 = time.monotonic()
         self.started_at = datetime.now(UTC)
         s = self.settings
+        if self.lock is None:
+            self.lock = DataDirLock.acquire(s.storage.data_dir)
         self.store = Store.from_settings(s)  # creates the data directory 0700
         if self.store.created:
             log.warning("NEW LOT %r: created an empty database at %s", s.site.lot_id, self.store.path)
@@ -147,6 +158,8 @@ class Daemon:
         )
         self.ready.set()
         self.notifier.ready(status=self.status_line())
+        if self._on_ready is not None:
+            self._on_ready()
         log.info("ready in %.1f s: %d lane(s), pin factory %s", time.monotonic() - t0, len(self.lanes), s.hardware.pin_factory)
 
     def _wake_sync(self) -> None:
@@ -167,6 +180,10 @@ class Daemon:
         self._install_signals()
         try:
             self.start()
+        except AlreadyRunning as exc:
+            log.error("not starting: %s", exc)
+            self.notifier.close()
+            return 1
         except Exception as exc:
             log.error("cannot start: %s", exc)
             log.debug("start failure", exc_info=True)
@@ -326,6 +343,9 @@ class Daemon:
             self.store.close()  # WAL checkpoint; every decision was already committed
             self.store = None
         self.lanes.clear()
+        if self.lock is not None:
+            self.lock.release()  # last: nothing of this daemon touches the lot after this
+            self.lock = None
         self.notifier.close()
         log.info("stopped")
 

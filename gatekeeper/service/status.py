@@ -57,9 +57,24 @@ def status_report(
         "outbox": store.outbox_stats() if store else None,
         "storage_fault": store.storage_fault if store else None,
         "healthy": healthy,
-        "lanes": [runner.status() for runner in lanes.values()],
+        "lanes": [lane_status(runner) for runner in lanes.values()],
         "sync": sync_health,
     }
+
+
+def lane_status(runner: LaneRunner) -> dict[str, Any]:
+    """The lane's status, with its camera's resolution (from the newest frame) for ``doctor``."""
+    status = runner.status()
+    camera = status.get("camera")
+    grabber = getattr(runner, "grabber", None)
+    if isinstance(camera, dict) and grabber is not None:
+        try:
+            frame = grabber.latest()
+        except Exception:
+            frame = None
+        shape = getattr(getattr(frame, "image", None), "shape", None)
+        camera["resolution"] = [int(shape[1]), int(shape[0])] if shape is not None else None
+    return status
 
 
 def status_line(*, store: Store | None, sync: SyncLike | None, lanes: Mapping[str, LaneRunner]) -> str:

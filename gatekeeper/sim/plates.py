@@ -4,12 +4,19 @@
 black characters (OpenCV's Hershey font) that the real plate reader reads;
 :func:`drop_photo` puts it into a watch folder the way an FTP upload should
 (temporary name, then an atomic rename), so the camera never sees half a file.
+
+From the shell (the README walk-through): ``python -m gatekeeper.sim.plates AB-123-CD FOLDER``
+draws a car with that plate and drops it into FOLDER under a new name.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import uuid
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -50,3 +57,23 @@ def drop_photo(folder: Path, name: str, image: np.ndarray, *, quality: int = 95)
     final = folder / f"{name}.jpg"
     os.replace(tmp, final)
     return final
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw a car photo with PLATE and drop it into FOLDER (a new file name each time); print its path."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gatekeeper.sim.plates",
+        description="Draw a car photo with a readable plate and drop it into a watch folder (atomically).",
+    )
+    parser.add_argument("plate", help='plate text as painted, e.g. "AB-123-CD"')
+    parser.add_argument("folder", type=Path, help="watch folder, e.g. gatekeeper-data/cameras/entry-1")
+    parser.add_argument("--name", help="file name without .jpg (default: car-<random>)")
+    args = parser.parse_args(argv)
+    name = args.name or f"car-{uuid.uuid4().hex[:8]}"
+    path = drop_photo(args.folder, name, draw_plate_scene(args.plate))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
