@@ -55,8 +55,8 @@ def test_a_sound_lot_passes_the_checks_it_controls(tmp_path: Path, mosquitto: Mo
     make_lot(tmp_path, config)
     code, report = doctor(tmp_path, "--no-read")
     checks = by_name(report)
-    for name in ("config", "data directory", "database", "camera entry-1", "model english_g2.pth",
-                 "model plate_g2.pt", "gpio", "broker"):
+    for name in ("config", "data directory", "database", "camera entry-1", "model plate_g2.onnx",
+                 "gpio", "broker"):
         assert checks[name]["status"] == "ok", checks[name]
     assert checks["daemon"]["status"] == "warn" and "no daemon is running" in checks["daemon"]["detail"]
     assert "safety 27 clear" in checks["gpio"]["detail"] and "relay 17 (not driven)" in checks["gpio"]["detail"]

