@@ -1,6 +1,7 @@
 """Plate-reader benchmark: accuracy, speed and memory on a folder of labelled photos.
 
     python benchmarks/anpr.py --data ../shared/bench/plates [--out DIR] [--region us] [--limit N] [--misses]
+        [--detector on|off] [--opencv-rows N] [--perturb blur|dark|bright|small|crop]
 
 The data folder holds one sub-folder per region (``us``, ``eu``, ``br``); each
 image ``NAME.jpg`` has ``NAME.txt`` beside it: ``NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gatekeeper.anpr import PlateReader  # noqa: E402
 from gatekeeper.ocr_models import PLATE_RECOGNIZER, RECOGNIZERS  # noqa: E402
+from plate_localisation import label_of, perturb  # noqa: E402  (benchmarks/ is sys.path[0])
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -131,12 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recognizer", default=PLATE_RECOGNIZER, choices=RECOGNIZERS,
                         help="plate_g2: fine-tuned on plates (default); english_g2: EasyOCR's stock")
     parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file")
+    parser.add_argument("--detector", choices=("on", "off"), default="on",
+                        help="plate boxes from the ONNX plate detector first (on), or OpenCV rows only (off)")
+    parser.add_argument("--detector-model", type=Path, help="another plate detector .onnx (no checksum)")
+    parser.add_argument("--opencv-rows", type=int, help="OpenCV rows read besides the detector's")
+    parser.add_argument("--perturb", choices=("none", "blur", "dark", "bright", "small", "crop"), default="none",
+                        help="read a seeded perturbed copy of each photo (a second camera), made in memory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     started = time.perf_counter()
+    extra = {}
+    if args.detector == "on":
+        from gatekeeper.plate_detector import DETECTOR_SHA256, PlateDetector
+        model = {"model_file": args.detector_model, "sha256": None} if args.detector_model else {"sha256": DETECTOR_SHA256}
+        extra["detector"] = PlateDetector(threads=1, **model)
+        if args.opencv_rows is not None:
+            extra["opencv_rows"] = args.opencv_rows
     reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0,
-                         recognizer_name=args.recognizer, tuning_file=args.tuning_file)
+                         recognizer_name=args.recognizer, tuning_file=args.tuning_file, **extra)
     load_s = time.perf_counter() - started
     warm = np.full((480, 640, 3), 128, np.uint8)
     reader.read(warm)
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.region:
         regions = [r for r in regions if r in args.region]
     per_region: dict[str, list[dict]] = {}
+    perturb_rng = np.random.default_rng(7)
     for region in regions:
         images = sorted(p for p in (args.data / region).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if args.limit:
@@ -156,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             truth = truth_of(label)
             image = cv2.imread(str(img_path))
+            if args.perturb != "none":
+                image, _ = perturb(image, label_of(img_path)[0], args.perturb, perturb_rng)
             t0 = time.perf_counter()
             read = reader.read(image, region=region)
             ms = (time.perf_counter() - t0) * 1000
             got = read.normalised if read else ""
             rows.append({"image": img_path.name, "truth": truth, "read": got, "exact": got == truth,
                          "distance": edit_distance(got, truth), "ms": round(ms, 1),
-                         "confidence": read.confidence if read else 0.0})
+                         "confidence": read.confidence if read else 0.0,
+                         "box": list(read.box) if read else None})
             if args.misses and got != truth:
                 print(f"  miss {region}/{img_path.name}: truth {truth} read {got or '-'} "
                       f"({rows[-1]['confidence']:.2f})")
@@ -177,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak_rss_mb(), 0),
         "threads": args.threads,
         "recognizer": args.recognizer,
+        "detector": args.detector,
+        "perturb": args.perturb,
     }
     print(f"overall: {summary['overall']}")
     print(f"model load {load_s:.2f} s, peak RSS {summary['peak_rss_mb']:.0f} MB")

@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ from gatekeeper.plate_formats import Decoded, PlateGrammar, normalise, raw_readi
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
+    from gatekeeper.plate_detector import PlateBox
 
 __all__ = [
     "ModelNotFoundError",
@@ -40,6 +41,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class PlateFinder(Protocol):
+    """Where plates are in a frame (:class:`gatekeeper.plate_detector.PlateDetector`)."""
+
+    def detect(self, image: np.ndarray) -> "Sequence[PlateBox]": ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class PlateRead:
 class TextRow:
     """A row of character-like blobs: where a plate's characters probably are."""
 
-    box: tuple[int, int, int, int]      # x, y, w, h of the blobs, working-image pixels
+    box: tuple[float, float, float, float]   # x, y, w, h of the blobs, working-image pixels
     angle: float                        # degrees, from a line fit through blob centres
     char_height: float
     count: int
@@ -163,15 +170,18 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union else 0.0
 
 
-def find_text_rows(grey: np.ndarray, *, max_rows: int = 8) -> list[TextRow]:
+def find_text_rows(
+    grey: np.ndarray, *, max_rows: int = 8, min_h: int | None = None, max_h: int | None = None,
+) -> list[TextRow]:
     """Rows of similar-height character blobs in a grey image, most plate-like first.
 
     Both polarities are searched (dark text on light plates and the reverse), with
     two adaptive-threshold window sizes so both small and large characters survive.
+    Character heights default to 1/120 .. 1/3 of the image (a whole frame).
     """
     h_img = grey.shape[0]
-    min_h = max(7, h_img // 120)
-    max_h = max(min_h + 1, h_img // 3)
+    min_h = min_h or max(7, h_img // 120)
+    max_h = max_h or max(min_h + 1, h_img // 3)
     rows: list[TextRow] = []
     for block in (15, 31):
         for invert in (True, False):
@@ -220,6 +230,40 @@ def _row_crop(
     bx = int(max(0, cx - out_w / 2))
     by = int(max(0, cy - out_h / 2))
     return crop, (bx, by, int(out_w), int(out_h))
+
+
+#: A detected plate is brought to about this height (px) before its rows are looked for:
+#: the row finder's thresholds suit characters of 20-60 px.
+PLATE_ROW_HEIGHT = 80.0
+
+
+def rows_in_plate_box(
+    grey: np.ndarray, box: tuple[float, float, float, float], scale: float, *, max_rows: int = 2,
+) -> list[TextRow]:
+    """Text rows inside a detected plate box of the full-resolution ``grey``, as rows of the
+    working image (``scale`` of full resolution), so :func:`_row_crop` cuts them as usual.
+
+    The box is widened (detector boxes are coarse: 4 working pixels) and brought to
+    :data:`PLATE_ROW_HEIGHT`, so tiny plates get blobs the finder can use and characters
+    are looked for at plate size (1/5 .. 0.95 of the plate's height), not frame size.
+    """
+    x, y, w, h = box
+    full_h, full_w = grey.shape[:2]
+    x0, y0 = max(0, int(x - 0.1 * w - 0.3 * h)), max(0, int(y - 0.35 * h))
+    x1, y1 = min(full_w, int(x + w + 0.1 * w + 0.3 * h)), min(full_h, int(y + 1.35 * h))
+    if x1 - x0 < 8 or y1 - y0 < 6:
+        return []
+    u = float(np.clip(PLATE_ROW_HEIGHT / max(h, 1.0), 0.5, 4.0))
+    crop = cv2.resize(grey[y0:y1, x0:x1], None, fx=u, fy=u,
+                      interpolation=cv2.INTER_CUBIC if u > 1 else cv2.INTER_AREA)
+    plate_h = h * u
+    rows = find_text_rows(crop, max_rows=max_rows, min_h=max(6, int(0.2 * plate_h)), max_h=int(0.95 * plate_h) + 1)
+    f = scale / u
+    return [
+        TextRow((x0 * scale + r.box[0] * f, y0 * scale + r.box[1] * f, r.box[2] * f, r.box[3] * f),
+                r.angle, r.char_height * f, r.count, r.score)
+        for r in rows
+    ]
 
 
 # --------------------------------------------------------------------------- reader
@@ -311,6 +355,12 @@ FIRST_VIEW = View(1.0, 0.08)
 EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 
+def _shipped_detector() -> "PlateFinder":
+    from gatekeeper.plate_detector import PlateDetector   # onnxruntime only when configured
+
+    return PlateDetector(threads=1)
+
+
 class PlateReader:
     """Reads one plate per image for one region's plate layouts."""
 
@@ -328,6 +378,8 @@ class PlateReader:
         work_size: int = 1280,
         max_candidates: int = 4,
         refine: int = 2,
+        detector: "PlateFinder | None" = None,
+        opencv_rows: int = 0,
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -337,6 +389,8 @@ class PlateReader:
         self._work_size = work_size
         self._max_candidates = max_candidates
         self._refine = refine
+        self._detector = detector
+        self._opencv_rows = opencv_rows
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or EasyOcrRecognizer(
             model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
@@ -355,6 +409,7 @@ class PlateReader:
             threads=anpr.threads,
             recognizer_name=anpr.recognizer,
             tuning_file=anpr.tuning_file,
+            detector=_shipped_detector() if anpr.plate_detector else None,
         )
 
     def _grammar(self, region: str) -> PlateGrammar:
@@ -362,6 +417,23 @@ class PlateReader:
         if grammar is None:
             grammar = self._grammars[region] = PlateGrammar.for_region(region, self._formats)
         return grammar
+
+    def _candidate_rows(self, grey: np.ndarray, work: np.ndarray, scale: float) -> list[TextRow]:
+        """Rows to read: those inside the detector's plate boxes first, then up to
+        ``opencv_rows`` of OpenCV's whole-frame rows; OpenCV's alone when nothing is detected."""
+        if self._detector is None:
+            return find_text_rows(work, max_rows=self._max_candidates)
+        rows: list[TextRow] = []
+        for det in self._detector.detect(grey)[: self._max_candidates]:
+            for row in rows_in_plate_box(grey, det.box, scale):
+                if len(rows) < self._max_candidates and all(_iou(row.box, k.box) < 0.5 for k in rows):
+                    rows.append(row)
+        extra = self._opencv_rows if rows else self._max_candidates
+        for row in find_text_rows(work, max_rows=self._max_candidates + len(rows)) if extra else []:
+            if extra and all(_iou(row.box, k.box) < 0.5 for k in rows):
+                rows.append(row)
+                extra -= 1
+        return rows
 
     def _read_views(
         self,
@@ -417,7 +489,7 @@ class PlateReader:
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         scale = min(1.0, self._work_size / max(grey.shape[:2]))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        candidates = [_Candidate(row, i) for i, row in enumerate(find_text_rows(work, max_rows=self._max_candidates))]
+        candidates = [_Candidate(row, i) for i, row in enumerate(self._candidate_rows(grey, work, scale))]
         t1 = time.perf_counter()
         if candidates:
             overlays: list[TextRow] = []
