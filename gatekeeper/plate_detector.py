@@ -25,7 +25,7 @@ __all__ = ["DETECTOR_FILE", "DETECTOR_SHA256", "DetectorModelError", "PlateBox",
 
 DETECTOR_FILE = Path(__file__).resolve().parent / "models" / "plate_det.onnx"
 #: SHA-256 of the shipped ``plate_det.onnx`` (training/README.md says how it was made).
-DETECTOR_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+DETECTOR_SHA256 = "b7237f8bc5d6d5529eeab80e91fe85387b0ffde8b8cec453d7542c906fef3153"
 
 #: The network's output is this much smaller than its input.
 STRIDE = 4
@@ -71,7 +71,8 @@ class PlateDetector:
         sha256: str | None = DETECTOR_SHA256,
         threads: int = 1,
         work_size: int = 960,
-        threshold: float = 0.5,
+        threshold: float = 0.85,
+        extent: float = 0.8,
     ) -> None:
         import onnxruntime as ort
 
@@ -87,6 +88,7 @@ class PlateDetector:
         self._input = self._session.get_inputs()[0].name
         self.work_size = work_size
         self.threshold = threshold
+        self.extent = extent
 
     def probabilities(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
         """Plate probability per cell of the working frame, and the frame-to-working scale."""
@@ -102,13 +104,14 @@ class PlateDetector:
         return prob[: -(-wh // STRIDE), : -(-ww // STRIDE)], scale
 
     def detect(self, image: np.ndarray) -> list[PlateBox]:
-        """Plate boxes, most certain first. A blob of cells above half the threshold is one plate,
-        kept when its peak reaches the threshold (hysteresis keeps faint plate ends attached)."""
+        """Plate boxes, most certain first. A blob of cells above ``extent`` x ``threshold`` is one
+        plate, kept when its peak reaches the threshold (hysteresis keeps faint plate ends attached;
+        calibrated on the dev sample: a lower extent merges plates with bumpers and grilles)."""
         if image is None or image.size == 0 or image.ndim not in (2, 3):
             raise ValueError("not an image")
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         prob, scale = self.probabilities(grey)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= 0.5 * self.threshold).astype(np.uint8), 8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= self.extent * self.threshold).astype(np.uint8), 8)
         boxes: list[PlateBox] = []
         if n <= 1:
             return boxes

@@ -44,8 +44,11 @@ CITIES = ["SAO PAULO", "RIO DE JANEIRO", "CURITIBA", "BELO HORIZONTE", "PORTO AL
 class SceneSynth:
     """Draws (patch, mask) pairs; seeded, so a run is reproducible."""
 
-    def __init__(self, fonts: list[Path], *, seed: int = 0, size: int = 256) -> None:
+    def __init__(self, fonts: list[Path], *, seed: int = 0, size: int = 256, photos: list[Path] | None = None) -> None:
         self.rng = random.Random(seed)
+        # Public-domain / CC0 photos (scikit-image's sample data, see training/README.md): real textures.
+        self.photos = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(photos or [])]
+        self.photos = [p.astype(np.float32) for p in self.photos if p is not None]
         self.np_rng = np.random.default_rng(seed)
         self.size = size
         self.fonts = fonts
@@ -96,6 +99,16 @@ class SceneSynth:
         sky, road = rng.uniform(60, 250), rng.uniform(30, 170)
         yy = np.arange(H, dtype=np.float32)[:, None]
         img[:] = np.where(yy < horizon, sky, road + (yy - horizon) / H * rng.uniform(-40, 40))
+        if self.photos and rng.random() < 0.5:
+            photo = rng.choice(self.photos)
+            z = rng.uniform(0.4, 2.5)
+            photo = cv2.resize(photo, None, fx=z, fy=z, interpolation=cv2.INTER_AREA if z < 1 else cv2.INTER_LINEAR)
+            reps = (math.ceil(H / photo.shape[0]) + 1, math.ceil(W / photo.shape[1]) + 1)
+            photo = np.tile(photo, reps)
+            y0, x0 = rng.randint(0, photo.shape[0] - H), rng.randint(0, photo.shape[1] - W)
+            img[:] = photo[y0: y0 + H, x0: x0 + W]
+            if rng.random() < 0.5:
+                img[:] = img[:, ::-1]
         # Texture: asphalt grain, foliage, walls.
         noise = self.np_rng.normal(0, 1, (H // 4 + 1, W // 4 + 1)).astype(np.float32)
         noise = cv2.resize(cv2.GaussianBlur(noise, (0, 0), rng.uniform(0.5, 3)), (W, H))
@@ -118,6 +131,14 @@ class SceneSynth:
                 n = rng.randint(2, 8)
                 for k in range(1, n):
                     cv2.line(img, (x + k * w // n, y), (x + k * w // n, y + h), rng.uniform(0, 255), rng.randint(1, 4))
+        elif kind < 0.26:  # plate-shaped blank panel, or one with a logo: not a plate without characters
+            pw = int(W * rng.uniform(0.04, 0.4))
+            ph = max(4, int(pw / rng.uniform(1.8, 5)))
+            cv2.rectangle(img, (x, y), (x + pw, y + ph), tone, -1)
+            cv2.rectangle(img, (x, y), (x + pw, y + ph), rng.uniform(0, 255), max(1, ph // 15))
+            if rng.random() < 0.4:
+                cv2.ellipse(img, (x + pw // 2, y + ph // 2), (max(1, pw // 6), max(1, ph // 3)), 0, 0, 360,
+                            rng.uniform(0, 255), max(1, ph // 10))
         elif kind < 0.3:   # pole / lane mark / kerb
             cv2.line(img, (x, y), (x + rng.randint(-W // 2, W // 2), y + rng.randint(-H, H)), tone, rng.randint(1, 12))
         elif kind < 0.55:  # sign or shop front with text: the hard negative
@@ -253,8 +274,8 @@ class SceneSynth:
         mask = np.zeros((H, W), np.float32)
         n_plates = rng.choices([0, 1, 2], weights=[0.25, 0.65, 0.1])[0]
         for _ in range(n_plates):
-            # Plate width in working pixels, log-uniform 18..440 (a patch is a piece of a 960 px frame).
-            pw = int(math.exp(rng.uniform(math.log(18), math.log(440))) * up)
+            # Plate width in working pixels, log-uniform 16..300 (a patch is a piece of a 960 px frame).
+            pw = int(math.exp(rng.uniform(math.log(16), math.log(300))) * up)
             flat = self.plate(pw)
             ph = flat.shape[0]
             cx, cy = rng.uniform(0.1, 0.9) * W, rng.uniform(0.1, 0.9) * H

@@ -81,9 +81,9 @@ class PlateNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- data
-def _render(args: tuple[list[Path], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    fonts, seed, count, size = args
-    synth = SceneSynth(fonts, seed=seed, size=size)
+def _render(args: tuple[list[Path], list[Path], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    fonts, photos, seed, count, size = args
+    synth = SceneSynth(fonts, seed=seed, size=size, photos=photos)
     images = np.empty((count, size, size), np.uint8)
     masks = np.empty((count, size // STRIDE, size // STRIDE), np.float32)
     for i in range(count):
@@ -91,9 +91,11 @@ def _render(args: tuple[list[Path], int, int, int]) -> tuple[np.ndarray, np.ndar
     return images, masks
 
 
-def render_pool(fonts: list[Path], *, seed: int, count: int, size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+def render_pool(fonts: list[Path], photos: list[Path], *, seed: int, count: int, size: int,
+                workers: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` samples in chunks of 250, each chunk seeded from ``seed`` and its index (reproducible)."""
-    chunks = [(fonts, seed * 100_003 + k, min(250, count - k * 250), size) for k in range(math.ceil(count / 250))]
+    chunks = [(fonts, photos, seed * 100_003 + k, min(250, count - k * 250), size)
+              for k in range(math.ceil(count / 250))]
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_render, chunks)
@@ -104,7 +106,7 @@ def render_pool(fonts: list[Path], *, seed: int, count: int, size: int, workers:
 
 # --------------------------------------------------------------------------- training
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(4.0))
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(2.0))
     p = torch.sigmoid(logits)
     inter = (p * target).sum(dim=(1, 2, 3))
     dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
@@ -149,7 +151,9 @@ def export(net: PlateNet, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fonts", type=Path, action="append", required=True)
+    parser.add_argument("--fonts", type=Path, action="append", default=[])
+    parser.add_argument("--photos", type=Path, action="append", default=[],
+                        help="folder of public-domain/CC0 background photos (see training/README.md)")
     parser.add_argument("--samples", type=int, default=12000)
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--size", type=int, default=256)
@@ -162,26 +166,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="npz of rendered samples (written if missing)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--init", type=Path, help="start from this checkpoint (.stepN.pt) instead of random weights")
+    parser.add_argument("--export-from", type=Path, help="only export this checkpoint (.stepN.pt) to --out")
     args = parser.parse_args(argv)
+    if args.export_from:
+        net = PlateNet()
+        net.load_state_dict(torch.load(args.export_from))
+        print(f"exported {args.out} sha256 {export(net, args.out)}")
+        return 0
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     fonts = find_fonts(args.fonts + [Path("/usr/share/fonts/truetype/dejavu")])
+    photos = sorted(p for folder in args.photos for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
     t0 = time.time()
     if args.cache and args.cache.exists():
         data = np.load(args.cache)
         images, masks, val_images, val_masks = data["images"], data["masks"], data["val_images"], data["val_masks"]
     else:
-        images, masks = render_pool(fonts, seed=args.seed, count=args.samples, size=args.size,
+        images, masks = render_pool(fonts, photos, seed=args.seed, count=args.samples, size=args.size,
                                     workers=args.render_workers)
-        val_images, val_masks = render_pool(fonts, seed=args.seed + 7919, count=args.val, size=args.size,
+        val_images, val_masks = render_pool(fonts, photos, seed=args.seed + 7919, count=args.val, size=args.size,
                                             workers=args.render_workers)
         if args.cache:
             np.savez(args.cache, images=images, masks=masks, val_images=val_images, val_masks=val_masks)
     print(f"data: {len(images)} train, {len(val_images)} val, {time.time() - t0:.0f} s", flush=True)
 
     net = PlateNet()
+    if args.init:
+        net.load_state_dict(torch.load(args.init))
     print(f"parameters: {sum(p.numel() for p in net.parameters())}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
