@@ -31,6 +31,10 @@ DETECTOR_SHA256 = "b7237f8bc5d6d5529eeab80e91fe85387b0ffde8b8cec453d7542c906fef3
 STRIDE = 4
 
 
+#: Grey-level standard deviation below which a box cannot hold a plate's characters.
+MIN_CONTRAST = 12.0
+
+
 class DetectorModelError(ModelNotFoundError):
     """The plate detector model is missing, altered or unreadable; the message names the file."""
 
@@ -92,6 +96,10 @@ class PlateDetector:
 
     def probabilities(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
         """Plate probability per cell of the working frame, and the frame-to-working scale."""
+        prob, scale, _ = self._run(grey)
+        return prob, scale
+
+    def _run(self, grey: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         h, w = grey.shape[:2]
         scale = min(1.0, self.work_size / max(h, w))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -101,7 +109,7 @@ class PlateDetector:
             work = cv2.copyMakeBorder(work, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         logits = self._session.run(None, {self._input: work[None, None].astype(np.float32)})[0][0, 0]
         prob = 1.0 / (1.0 + np.exp(-logits))
-        return prob[: -(-wh // STRIDE), : -(-ww // STRIDE)], scale
+        return prob[: -(-wh // STRIDE), : -(-ww // STRIDE)], scale, work
 
     def detect(self, image: np.ndarray) -> list[PlateBox]:
         """Plate boxes, most certain first. A blob of cells above ``extent`` x ``threshold`` is one
@@ -110,7 +118,7 @@ class PlateDetector:
         if image is None or image.size == 0 or image.ndim not in (2, 3):
             raise ValueError("not an image")
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        prob, scale = self.probabilities(grey)
+        prob, scale, work = self._run(grey)
         n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= self.extent * self.threshold).astype(np.uint8), 8)
         boxes: list[PlateBox] = []
         if n <= 1:
@@ -122,6 +130,11 @@ class PlateDetector:
             if peaks[i] < self.threshold:
                 continue
             x, y, w, h = (float(v) for v in stats[i, :4])
+            # A plate has characters: a box with hardly any contrast (a flat or blinded frame,
+            # which the network never saw in training) is not one.
+            cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
+            if cells.size == 0 or float(cells.std()) < MIN_CONTRAST:
+                continue
             boxes.append(PlateBox((x * f, y * f, w * f, h * f), round(float(peaks[i]), 4)))
         boxes.sort(key=lambda b: -b.score)
         return boxes
