@@ -1,7 +1,7 @@
 """Plate-reader benchmark: accuracy, speed and memory on a folder of labelled photos.
 
     python benchmarks/anpr.py --data ../shared/bench/plates [--out DIR] [--region us] [--limit N] [--misses]
-        [--detector on|off] [--opencv-rows N] [--perturb blur|dark|bright|small|crop]
+        [--detector on|off] [--detector-rows N] [--perturb blur|dark|bright|small|crop]
 
 The data folder holds one sub-folder per region (``us``, ``eu``, ``br``); each
 image ``NAME.jpg`` has ``NAME.txt`` beside it: ``NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
@@ -133,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recognizer", default=PLATE_RECOGNIZER, choices=RECOGNIZERS,
                         help="plate_g2: fine-tuned on plates (default); english_g2: EasyOCR's stock")
     parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file")
-    parser.add_argument("--detector", choices=("on", "off"), default="on",
-                        help="plate boxes from the ONNX plate detector first (on), or OpenCV rows only (off)")
+    parser.add_argument("--detector", choices=("on", "off"), default="off",
+                        help="on: also read rows inside the ONNX plate detector's boxes (anpr.plate_detector)")
     parser.add_argument("--detector-model", type=Path, help="another plate detector .onnx (no checksum)")
-    parser.add_argument("--opencv-rows", type=int, help="OpenCV rows read besides the detector's")
+    parser.add_argument("--detector-rows", type=int, help="rows from detected plate boxes added to OpenCV's (2)")
     parser.add_argument("--perturb", choices=("none", "blur", "dark", "bright", "small", "crop"), default="none",
                         help="read a seeded perturbed copy of each photo (a second camera), made in memory")
     args = parser.parse_args(argv)
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         from gatekeeper.plate_detector import DETECTOR_SHA256, PlateDetector
         model = {"model_file": args.detector_model, "sha256": None} if args.detector_model else {"sha256": DETECTOR_SHA256}
         extra["detector"] = PlateDetector(threads=1, **model)
-        if args.opencv_rows is not None:
-            extra["opencv_rows"] = args.opencv_rows
+        if args.detector_rows is not None:
+            extra["detector_rows"] = args.detector_rows
     reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0,
                          recognizer_name=args.recognizer, tuning_file=args.tuning_file, **extra)
     load_s = time.perf_counter() - started
