@@ -134,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="plate_g2: fine-tuned on plates (default); english_g2: EasyOCR's stock")
     parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file")
     parser.add_argument("--detector", choices=("on", "off"), default="off",
-                        help="on: also read rows inside the ONNX plate detector's boxes (anpr.plate_detector)")
+                        help="on (as anpr.plate_detector = true): the ONNX plate detector adds and ranks rows; off: OpenCV only")
     parser.add_argument("--detector-model", type=Path, help="another plate detector .onnx (no checksum)")
+    parser.add_argument("--plate-bonus", type=float, help="score added to rows inside a detected box (0.15)")
     parser.add_argument("--detector-rows", type=int, help="rows from detected plate boxes added to OpenCV's (2)")
     parser.add_argument("--perturb", choices=("none", "blur", "dark", "bright", "small", "crop"), default="none",
                         help="read a seeded perturbed copy of each photo (a second camera), made in memory")
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["detector"] = PlateDetector(threads=1, **model)
         if args.detector_rows is not None:
             extra["detector_rows"] = args.detector_rows
+        if args.plate_bonus is not None:
+            extra["plate_bonus"] = args.plate_bonus
     reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0,
                          recognizer_name=args.recognizer, tuning_file=args.tuning_file, **extra)
     load_s = time.perf_counter() - started

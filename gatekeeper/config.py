@@ -118,7 +118,7 @@ class AnprConfig(Section):
     max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")
     threads: int = Field(2, ge=1, le=16)
     plate_detector: bool = Field(
-        False, description="also read rows inside the shipped ONNX plate detector's boxes (docs/anpr.md)"
+        False, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
     )
 
 

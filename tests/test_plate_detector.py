@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.anpr import PlateReader, rows_in_plate_box
+from gatekeeper.anpr import PLATE_BONUS, PlateReader, rows_in_plate_box
 from gatekeeper.ocr_models import ModelNotFoundError
-from gatekeeper.plate_detector import DETECTOR_FILE, DetectorModelError, PlateDetector
+from gatekeeper.plate_detector import DETECTOR_FILE, DetectorModelError, PlateBox, PlateDetector
 from gatekeeper.sim_plates import draw_plate_scene
 
 
@@ -123,3 +123,34 @@ def test_reader_with_detector_reads_a_small_plate_in_a_1080p_frame(detector: Pla
     rx, ry, rw, rh = read.box                        # the text-line crop, within the plate (+ padding)
     px, py, pw, ph = plate
     assert px - 20 <= rx and rx + rw <= px + pw + 20 and py - 20 <= ry and ry + rh <= py + ph + 20
+
+
+class _Boxes:
+    """A PlateFinder that reports fixed boxes (the reader's seam for the detector)."""
+
+    def __init__(self, *boxes: tuple[float, float, float, float]) -> None:
+        self.boxes = [PlateBox(b, 0.99) for b in boxes]
+
+    def detect(self, image: np.ndarray) -> list[PlateBox]:
+        return self.boxes
+
+
+def test_rows_inside_a_detected_box_are_preferred_over_other_text() -> None:
+    frame, plate = _plate_in_frame("7ABC123", scale=0.4, at=(1000, 500))
+    cv2.rectangle(frame, (150, 150), (850, 300), (255, 255, 255), -1)        # a shop sign
+    cv2.putText(frame, "OPEN 24", (180, 270), cv2.FONT_HERSHEY_SIMPLEX, 4.0, (0, 0, 0), 10, cv2.LINE_AA)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    scale = 1280 / 1920
+    work = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    with PlateReader(region="us", detector=_Boxes(plate)) as reader:
+        candidates = reader._candidates(grey, work, scale)
+    sign = [c for c in candidates if c.row.box[0] / scale < 900]
+    on_plate = [c for c in candidates if _inside_row(c.row.box, scale, plate)]
+    assert sign and all(c.bonus == 0.0 for c in sign)
+    assert on_plate and all(c.bonus == pytest.approx(PLATE_BONUS) for c in on_plate)
+
+
+def _inside_row(box: tuple, scale: float, plate: tuple) -> bool:
+    x, y, w, h = (v / scale for v in box)
+    px, py, pw, ph = plate
+    return px - 2 <= x and x + w <= px + pw + 2 and py - 2 <= y and y + h <= py + ph + 2
