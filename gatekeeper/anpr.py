@@ -442,20 +442,18 @@ class PlateReader:
         rows = find_text_rows(work, max_rows=self._max_candidates)
         if self._detector is None:
             return [_Candidate(row, i) for i, row in enumerate(rows)]
-        boxes = [d.box for d in self._detector.detect(grey)[: self._max_candidates]]
-
-        def inside(row: TextRow, box: tuple[float, float, float, float]) -> bool:
-            x, y, w, h = box
-            cx, cy = (row.box[0] + row.box[2] / 2) / scale, (row.box[1] + row.box[3] / 2) / scale
-            return x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.5 * h <= cy <= y + 1.5 * h
+        boxes = self._detector.detect(grey)[: self._max_candidates]
+        added = 0
+        for det in boxes if self._detector_rows > 0 else []:
+            for row in rows_in_plate_box(grey, det.box, scale, max_rows=1):
+                if added < self._detector_rows and all(_iou(row.box, k.box) < 0.3 for k in rows):
+                    rows.append(row)
+                    added += 1
 
         def on_plate(row: TextRow) -> bool:
-            return any(inside(row, box) for box in boxes)
-
-        # Only boxes OpenCV has no row in: a second crop of a plate already read competes with it.
-        missed = [box for box in boxes if not any(inside(row, box) for row in rows)]
-        for box in missed[: self._detector_rows]:
-            rows += rows_in_plate_box(grey, box, scale, max_rows=1)
+            cx, cy = (row.box[0] + row.box[2] / 2) / scale, (row.box[1] + row.box[3] / 2) / scale
+            return any(x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.5 * h <= cy <= y + 1.5 * h
+                       for x, y, w, h in (d.box for d in boxes))
 
         return [_Candidate(row, i, bonus=self._plate_bonus if on_plate(row) else 0.0) for i, row in enumerate(rows)]
 
