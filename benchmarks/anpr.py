@@ -2,6 +2,7 @@
 
     python benchmarks/anpr.py --data ../shared/bench/plates [--out DIR] [--region us] [--limit N] [--misses]
                               [--runtime onnx|torch] [--model-dir DIR]
+        [--detector on|off] [--detector-rows N] [--perturb blur|dark|bright|small|crop]
 
 The data folder holds one sub-folder per region (``us``, ``eu``, ``br``); each
 image ``NAME.jpg`` has ``NAME.txt`` beside it: ``NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gatekeeper.vision.reader import PlateReader  # noqa: E402
 from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, RECOGNIZERS  # noqa: E402
 from gatekeeper.vision.onnx_recognizer import RUNTIMES  # noqa: E402
+from plate_localisation import label_of, perturb  # noqa: E402  (benchmarks/ is sys.path[0])
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -150,12 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="onnx", choices=RUNTIMES,
                         help="onnx: the shipped exports (default); torch: EasyOCR's network (train extra)")
     parser.add_argument("--model-dir", type=Path, help="recogniser folder (see anpr.model_dir)")
+    parser.add_argument("--detector", choices=("on", "off"), default="off",
+                        help="on (as anpr.plate_detector = true): the ONNX plate detector adds and ranks rows; off: OpenCV only")
+    parser.add_argument("--detector-model", type=Path, help="another plate detector .onnx (no checksum)")
+    parser.add_argument("--plate-bonus", type=float, help="score added to rows inside a detected box (0.15)")
+    parser.add_argument("--detector-rows", type=int, help="rows from detected plate boxes added to OpenCV's (2)")
+    parser.add_argument("--perturb", choices=("none", "blur", "dark", "bright", "small", "crop"), default="none",
+                        help="read a seeded perturbed copy of each photo (a second camera), made in memory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     started = time.perf_counter()
+    extra = {}
+    if args.detector == "on":
+        from gatekeeper.vision.plate_detector import DETECTOR_SHA256, PlateDetector
+        model = {"model_file": args.detector_model, "sha256": None} if args.detector_model else {"sha256": DETECTOR_SHA256}
+        extra["detector"] = PlateDetector(threads=1, **model)
+        if args.detector_rows is not None:
+            extra["detector_rows"] = args.detector_rows
+        if args.plate_bonus is not None:
+            extra["plate_bonus"] = args.plate_bonus
     reader = PlateReader(region="eu", threads=args.threads, min_confidence=0.0, runtime=args.runtime,
-                         model_dir=args.model_dir, recognizer_name=args.recognizer, tuning_file=args.tuning_file)
+                         model_dir=args.model_dir, recognizer_name=args.recognizer, tuning_file=args.tuning_file,
+                         **extra)
     load_s = time.perf_counter() - started
     first_read_ms: float | None = None
 
@@ -163,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.region:
         regions = [r for r in regions if r in args.region]
     per_region: dict[str, list[dict]] = {}
+    perturb_rng = np.random.default_rng(7)
     for region in regions:
         images = sorted(p for p in (args.data / region).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if args.limit:
@@ -174,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             truth = truth_of(label)
             image = cv2.imread(str(img_path))
+            if args.perturb != "none":
+                image, _ = perturb(image, label_of(img_path)[0], args.perturb, perturb_rng)
             t0, c0 = time.perf_counter(), time.process_time()
             read = reader.read(image, region=region)
             ms = (time.perf_counter() - t0) * 1000
@@ -184,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"image": img_path.name, "truth": truth, "read": got, "exact": got == truth,
                          "distance": edit_distance(got, truth), "ms": round(ms, 1), "cpu_ms": round(cpu_ms, 1),
                          "confidence": read.confidence if read else 0.0,
-                         "timings": {k: round(v, 1) for k, v in (read.timings if read else {}).items()}})
+                         "timings": {k: round(v, 1) for k, v in (read.timings if read else {}).items()},
+                         "box": list(read.box) if read else None})
             if args.misses and got != truth:
                 print(f"  miss {region}/{img_path.name}: truth {truth} read {got or '-'} "
                       f"({rows[-1]['confidence']:.2f})")
@@ -201,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak_rss_mb(), 0),
         "threads": args.threads,
         "recognizer": args.recognizer,
+        "detector": args.detector,
+        "perturb": args.perturb,
     }
     print(f"overall: {summary['overall']}")
     print(f"runtime {args.runtime}: reader load {load_s:.2f} s, first read {summary['first_read_ms']:.0f} ms, "

@@ -128,6 +128,9 @@ class AnprConfig(Section):
     accept_confidence: float = Field(0.85, ge=0, le=1, description="stop reading frames once this sure")
     max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")
     threads: int = Field(2, ge=1, le=16)
+    plate_detector: bool = Field(
+        False, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
+    )
 
 
 class RulesConfig(Section):

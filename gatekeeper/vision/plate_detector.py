@@ -1,0 +1,140 @@
+"""Plate detector: where in a frame the plates are, from a tiny ONNX network.
+
+Why: the OpenCV row finder (:func:`gatekeeper.vision.reader.find_text_rows`) needs crisp, separate
+character blobs; small, blurred or glared plates give none, and signs give plenty. This
+network was trained on synthetic street scenes only (``training/train_detector.py``);
+it marks plate cells at 1/4 of a ~960 px working frame, and each blob of marked cells is
+one plate box. It runs through onnxruntime (no torch) on one thread by default.
+
+The shipped model's SHA-256 is checked at load: a missing or altered file is a clear
+:class:`DetectorModelError` naming the file, never a silent wrong detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gatekeeper.vision.recognizer import ModelNotFoundError
+
+__all__ = ["DETECTOR_FILE", "DETECTOR_SHA256", "DetectorModelError", "PlateBox", "PlateDetector"]
+
+DETECTOR_FILE = Path(__file__).resolve().parent / "models" / "plate_det.onnx"
+#: SHA-256 of the shipped ``plate_det.onnx`` (training/README.md says how it was made).
+DETECTOR_SHA256 = "b7237f8bc5d6d5529eeab80e91fe85387b0ffde8b8cec453d7542c906fef3153"
+
+#: The network's output is this much smaller than its input.
+STRIDE = 4
+
+
+#: Grey-level standard deviation below which a box cannot hold a plate's characters.
+MIN_CONTRAST = 12.0
+
+
+class DetectorModelError(ModelNotFoundError):
+    """The plate detector model is missing, altered or unreadable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class PlateBox:
+    """One detected plate: box in the caller's image pixels (x, y, w, h) and the peak probability."""
+
+    box: tuple[float, float, float, float]
+    score: float
+
+
+def _load_checked(path: Path, sha256: str | None) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DetectorModelError(
+            f"plate detector model {path} cannot be read ({exc.strerror or exc}): reinstall gatekeeper, or "
+            f"set anpr.plate_detector = false to find plates with OpenCV only"
+        ) from None
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise DetectorModelError(
+                f"plate detector model {path} does not match the shipped file (sha256 {digest[:12]}..., expected "
+                f"{sha256[:12]}...): reinstall gatekeeper, or set anpr.plate_detector = false"
+            )
+    return data
+
+
+class PlateDetector:
+    """Finds plate boxes in a frame. Not thread-safe; one per reader."""
+
+    def __init__(
+        self,
+        *,
+        model_file: Path = DETECTOR_FILE,
+        sha256: str | None = DETECTOR_SHA256,
+        threads: int = 1,
+        work_size: int = 960,
+        threshold: float = 0.85,
+        extent: float = 0.8,
+    ) -> None:
+        import onnxruntime as ort
+
+        data = _load_checked(Path(model_file), sha256)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for a corrupt graph
+            raise DetectorModelError(f"plate detector model {model_file} is not a usable ONNX model ({exc})") from exc
+        self._input = self._session.get_inputs()[0].name
+        self.work_size = work_size
+        self.threshold = threshold
+        self.extent = extent
+
+    def probabilities(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
+        """Plate probability per cell of the working frame, and the frame-to-working scale."""
+        prob, scale, _ = self._run(grey)
+        return prob, scale
+
+    def _run(self, grey: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        h, w = grey.shape[:2]
+        scale = min(1.0, self.work_size / max(h, w))
+        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        wh, ww = work.shape
+        ph, pw = -wh % 32, -ww % 32
+        if ph or pw:
+            work = cv2.copyMakeBorder(work, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        logits = self._session.run(None, {self._input: work[None, None].astype(np.float32)})[0][0, 0]
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        return prob[: -(-wh // STRIDE), : -(-ww // STRIDE)], scale, work
+
+    def detect(self, image: np.ndarray) -> list[PlateBox]:
+        """Plate boxes, most certain first. A blob of cells above ``extent`` x ``threshold`` is one
+        plate, kept when its peak reaches the threshold (hysteresis keeps faint plate ends attached;
+        calibrated on the dev sample: a lower extent merges plates with bumpers and grilles)."""
+        if image is None or image.size == 0 or image.ndim not in (2, 3):
+            raise ValueError("not an image")
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        prob, scale, work = self._run(grey)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= self.extent * self.threshold).astype(np.uint8), 8)
+        boxes: list[PlateBox] = []
+        if n <= 1:
+            return boxes
+        peaks = np.zeros(n, np.float32)
+        np.maximum.at(peaks, labels.ravel(), prob.ravel())
+        f = STRIDE / scale
+        for i in range(1, n):
+            if peaks[i] < self.threshold:
+                continue
+            x, y, w, h = (float(v) for v in stats[i, :4])
+            # A plate has characters: a box with hardly any contrast (a flat or blinded frame,
+            # which the network never saw in training) is not one.
+            cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
+            if cells.size == 0 or float(cells.std()) < MIN_CONTRAST:
+                continue
+            boxes.append(PlateBox((x * f, y * f, w * f, h * f), round(float(peaks[i]), 4)))
+        boxes.sort(key=lambda b: -b.score)
+        return boxes

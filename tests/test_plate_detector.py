@@ -1,0 +1,156 @@
+"""Plate detector: the shipped ONNX model finds drawn plates, stays quiet on plate-free
+frames, refuses an altered model file, and feeds the reader.
+
+Every image is drawn here (gatekeeper.sim.plates and OpenCV); no benchmark photo is used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gatekeeper.vision.reader import PLATE_BONUS, PlateReader, rows_in_plate_box
+from gatekeeper.vision.recognizer import ModelNotFoundError
+from gatekeeper.vision.plate_detector import DETECTOR_FILE, DetectorModelError, PlateBox, PlateDetector
+from gatekeeper.sim.plates import draw_plate_scene
+
+
+def _street(seed: int, size: tuple[int, int] = (1080, 1920)) -> np.ndarray:
+    """A plate-free 1080p frame: blurred noise, a road, a car body, a window, lights, a kerb."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = cv2.GaussianBlur(rng.integers(60, 150, (h, w, 3), dtype=np.uint8), (0, 0), 4)
+    cv2.rectangle(img, (0, h * 2 // 3), (w, h), (70, 70, 75), -1)
+    cv2.rectangle(img, (w // 4, h // 3), (w * 3 // 4, h - 120), (40, 40, 120), -1)
+    cv2.rectangle(img, (w // 3, h // 3 + 30), (w * 2 // 3, h // 2), (30, 30, 30), -1)
+    for x in (w // 4 + 30, w * 3 // 4 - 150):
+        cv2.rectangle(img, (x, h // 2 + 60), (x + 120, h // 2 + 110), (40, 40, 230), -1)
+    cv2.line(img, (0, h - 60), (w, h - 90), (200, 200, 200), 6)
+    return img
+
+
+def _plate_in_frame(text: str, *, scale: float, at: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, tuple]:
+    """sim_plates' car photo shrunk by ``scale`` and set into a 1080p street frame at ``at``;
+    returns the frame and the plate's box in it."""
+    car = draw_plate_scene(text, seed=seed)          # 960x540, plate 520x130 at (220, 360)
+    car = cv2.resize(car, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = _street(seed + 1)
+    x, y = at
+    frame[y: y + car.shape[0], x: x + car.shape[1]] = car
+    return frame, (x + 220 * scale, y + 360 * scale, 520 * scale, 130 * scale)
+
+
+def _inside(box: tuple, plate: tuple) -> bool:
+    """Most of the detected box lies on the plate and it covers most of the plate."""
+    bx, by, bw, bh = box
+    px, py, pw, ph = plate
+    ix = max(0.0, min(bx + bw, px + pw) - max(bx, px))
+    iy = max(0.0, min(by + bh, py + ph) - max(by, py))
+    return ix * iy >= 0.5 * bw * bh and ix * iy >= 0.5 * pw * ph
+
+
+@pytest.fixture(scope="module")
+def detector() -> PlateDetector:
+    return PlateDetector(threads=1)
+
+
+@pytest.mark.parametrize(("scale", "at"), [(1.0, (600, 400)), (0.35, (1400, 650)), (0.2, (150, 700))])
+def test_detector_finds_a_drawn_plate_in_a_1080p_frame(detector: PlateDetector, scale: float, at: tuple) -> None:
+    frame, plate = _plate_in_frame("7ABC123", scale=scale, at=at)
+    boxes = detector.detect(frame)
+    assert boxes, "no plate detected"
+    assert _inside(boxes[0].box, plate), (boxes[0], plate)
+    assert boxes[0].score >= detector.threshold
+
+
+def _car_without_plate(seed: int) -> np.ndarray:
+    """sim_plates' car photo at 1080p with the plate left out: noise and the car body."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(70, 140, (1080, 1920, 3), dtype=np.uint8), (7, 7), 0)
+    cv2.rectangle(img, (320, 360), (1600, 1070), (60, 45, 110), -1)
+    return img
+
+
+def test_frame_without_a_plate_gives_no_detection(detector: PlateDetector) -> None:
+    for seed in range(3):
+        assert detector.detect(_car_without_plate(seed)) == []
+    assert detector.detect(np.full((1080, 1920), 128, np.uint8)) == []
+    # The same car with its plate is found: the empty result above is not a blind detector.
+    car = cv2.resize(draw_plate_scene("KA 123 BC", seed=4), (1920, 1080))
+    assert detector.detect(car)
+
+
+def test_altered_or_missing_model_is_refused_naming_the_file(tmp_path: Path) -> None:
+    altered = tmp_path / "plate_det.onnx"
+    shutil.copy(DETECTOR_FILE, altered)
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    with pytest.raises(DetectorModelError, match=str(altered)) as err:
+        PlateDetector(model_file=altered)
+    assert "sha256" in str(err.value)
+    assert isinstance(err.value, ModelNotFoundError)    # the CLI's model-error handling covers it
+    missing = tmp_path / "gone.onnx"
+    with pytest.raises(DetectorModelError, match=str(missing)):
+        PlateDetector(model_file=missing)
+
+
+def test_not_an_image_is_a_clear_error(detector: PlateDetector) -> None:
+    with pytest.raises(ValueError, match="not an image"):
+        detector.detect(np.zeros((0, 0), np.uint8))
+
+
+def test_rows_in_a_detected_box_are_the_plate_characters() -> None:
+    frame, plate = _plate_in_frame("7ABC123", scale=0.25, at=(900, 500))
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    rows = rows_in_plate_box(grey, plate, 0.5)
+    assert rows
+    x, y, w, h = (v / 0.5 for v in rows[0].box)     # working image at half size -> frame pixels
+    px, py, pw, ph = plate
+    assert px - 2 <= x and x + w <= px + pw + 2 and py - 2 <= y and y + h <= py + ph + 2
+    assert w > 0.6 * pw and h > 0.3 * ph             # the character line, not a speck
+
+
+def test_reader_with_detector_reads_a_small_plate_in_a_1080p_frame(detector: PlateDetector) -> None:
+    frame, plate = _plate_in_frame("7ABC123", scale=0.3, at=(1300, 600))
+    with PlateReader(region="us", min_confidence=0.3, detector=detector) as reader:
+        read = reader.read(frame)
+    assert read is not None and read.normalised == "7ABC123"
+    rx, ry, rw, rh = read.box                        # the text-line crop, within the plate (+ padding)
+    px, py, pw, ph = plate
+    assert px - 20 <= rx and rx + rw <= px + pw + 20 and py - 20 <= ry and ry + rh <= py + ph + 20
+
+
+class _Boxes:
+    """A PlateFinder that reports fixed boxes (the reader's seam for the detector)."""
+
+    def __init__(self, *boxes: tuple[float, float, float, float]) -> None:
+        self.boxes = [PlateBox(b, 0.99) for b in boxes]
+
+    def detect(self, image: np.ndarray) -> list[PlateBox]:
+        return self.boxes
+
+
+def test_rows_inside_a_detected_box_are_preferred_over_other_text() -> None:
+    frame, plate = _plate_in_frame("7ABC123", scale=0.4, at=(1000, 500))
+    cv2.rectangle(frame, (150, 150), (850, 300), (255, 255, 255), -1)        # a shop sign
+    cv2.putText(frame, "OPEN 24", (180, 270), cv2.FONT_HERSHEY_SIMPLEX, 4.0, (0, 0, 0), 10, cv2.LINE_AA)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    scale = 1280 / 1920
+    work = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    with PlateReader(region="us", detector=_Boxes(plate)) as reader:
+        candidates = reader._candidates(grey, work, scale)
+    sign = [c for c in candidates if c.row.box[0] / scale < 900]
+    on_plate = [c for c in candidates if _inside_row(c.row.box, scale, plate)]
+    assert sign and all(c.bonus == 0.0 for c in sign)
+    assert on_plate and all(c.bonus == pytest.approx(PLATE_BONUS) for c in on_plate)
+
+
+def _inside_row(box: tuple, scale: float, plate: tuple) -> bool:
+    x, y, w, h = (v / scale for v in box)
+    px, py, pw, ph = plate
+    return px - 2 <= x and x + w <= px + pw + 2 and py - 2 <= y and y + h <= py + ph + 2
