@@ -30,9 +30,18 @@ Outcome per vehicle:
 - **wrong opening**: an exit opened or closed a session that is not this car's, or an entry
   opened under a plate that is the true plate of another car inside;
 - otherwise a **failure reason**, the root cause first: entry no-read (no decision at all),
-  entry denied, wrong plate at entry (the session's plate is not the car's and the exit then
-  failed), exit no-read, no entry record, ambiguous, other (e.g. the exit matched another
-  car's unpaid session, timeouts).
+  entry denied, exit no-read (neither exit attempt gave a decision), wrong plate at entry (the
+  session's plate is not the car's and the exit's read then did not find it), no entry record,
+  ambiguous, other (e.g. the exit matched another car's unpaid session, timeouts). A second
+  exit attempt that the lane's same-vehicle hold-off swallows (no event) is counted apart; the
+  first attempt's decision then stands for the exit.
+
+The bench photographs a few cars twice. Two photos of one plate are never inside at once, and
+before the second enters, a session the first left open is closed as an attendant would
+(``gatekeeper arrive exit-1 --plate P``; counted in the output): a car cannot be inside twice.
+An exit that opens a session of the car's own plate but another photo's entry is therefore not
+a wrong opening. Failed cars are otherwise left as they are (their sessions stay open), as in
+the protocol of issue 11.
 Read latency: photo renamed into the folder -> decision event committed (the event's own time).
 
 Prints a table and writes ``lane-outcome.json`` (figures + one record per vehicle) and
@@ -328,6 +337,11 @@ class Daemon:
                               capture_output=True, text=True, cwd=self.work, timeout=120)
         return done.returncode == 0, (done.stdout + done.stderr).strip()[-300:]
 
+    def arrive(self, lane: str, plate: str) -> tuple[bool, str]:
+        done = subprocess.run([*self.cli, "arrive", lane, "--plate", plate, "--by", "bench-attendant"],
+                              capture_output=True, text=True, cwd=self.work, timeout=120)
+        return done.returncode == 0, (done.stdout + done.stderr).strip()[-300:]
+
     def stop(self) -> int:
         if self._db is not None:
             self._db.close()
@@ -431,18 +445,23 @@ class Vehicle:
     pay_output: str = ""
     exit2: Attempt | None = None
     out_without_attendant: bool = False
+    second_dropped: bool = False
     wrong_opening: str = ""
     failure: str = ""
     detail: str = ""
 
 
-def judge(v: Vehicle, own_session: int | None) -> None:
+def judge(v: Vehicle, own_session: int | None, owners: dict[int, str]) -> None:
     """Outcome, wrong opening and root-cause failure reason of one vehicle (see the module doc).
 
-    An entry's wrong opening is judged when it happens, in ``enter``."""
+    ``owners`` maps session ids to the true plate of the car whose entry created them: an exit
+    that opens a session of the *same* plate (the bench has a few cars photographed twice) is
+    not a wrong opening, but not this car's success either. An entry's wrong opening is judged
+    when it happens, in ``enter``.
+    """
     e = v.entry
     for a in (v.exit1, v.exit2):
-        if a and a.open and a.session_id != own_session:
+        if a and a.open and a.session_id != own_session and owners.get(a.session_id or -1) != v.truth:
             v.wrong_opening = (v.wrong_opening + "; " if v.wrong_opening else "") + \
                 f"exit opened for session {a.session_id} ({a.plate}), not this car's {own_session}"
     v.out_without_attendant = bool(
@@ -450,17 +469,20 @@ def judge(v: Vehicle, own_session: int | None) -> None:
         and any(a and a.open and a.session_id == own_session for a in (v.exit1, v.exit2))
         and not v.wrong_opening
     )
+    if v.exit1 and v.exit1.decided and v.exit2 and not v.exit2.decided and not v.exit2.timeout:
+        v.second_dropped = True   # same read again within the lane's same-vehicle hold-off: no event
     if v.out_without_attendant:
         return
-    last = v.exit2 or v.exit1
+    # The attempt that says most: the second, unless the hold-off swallowed it.
+    last = v.exit2 if v.exit2 and v.exit2.decided else v.exit1
     if e is None or not e.decided:
         v.failure, v.detail = "entry no-read", "timeout" if e and e.timeout else ""
     elif not e.open:
         v.failure, v.detail = "entry denied", f"{e.reason}: {e.plate}"
-    elif e.plate != v.truth and not (last and last.open and last.session_id == own_session):
-        v.failure, v.detail = "wrong plate at entry", f"{e.plate} for {v.truth}"
     elif last is None or not last.decided:
         v.failure, v.detail = "exit no-read", "timeout" if last and last.timeout else ""
+    elif e.plate != v.truth:
+        v.failure, v.detail = "wrong plate at entry", f"{e.plate} for {v.truth}; exit {last.reason} {last.plate}"
     elif last.reason == "no_entry_record":
         v.failure, v.detail = "no entry record", last.plate
     elif last.reason == "ambiguous_match":
@@ -479,11 +501,14 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
     cli = cli_base(config)
     daemon = Daemon(work, config, cli, args.threads)
     counter = [0]
+    resolved: list[dict[str, Any]] = []
     rng = seeded_rng(args.seed, region, "schedule")
     order = list(cars)
     rng.shuffle(order)
     pending = list(order)
     inside: dict[str, tuple[Car, Vehicle]] = {}   # image name -> (car, vehicle)
+    owners: dict[int, str] = {}                   # session id -> true plate of the car that started it
+    leftover: dict[str, Vehicle] = {}             # true plate -> a departed car whose session may be open
     vehicles: list[Vehicle] = []
     t_start = time.monotonic()
     try:
@@ -497,6 +522,9 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
             if pick is None:
                 return False
             pending.remove(pick)
+            before = leftover.pop(pick.truth, None)
+            if before is not None:
+                resolve(before)
             v = Vehicle(region, pick.name, pick.truth)
             photo = pick.path.read_bytes()
             name = f"in-{len(vehicles):04d}{pick.path.suffix.lower()}"
@@ -504,6 +532,7 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
             v.inside_with = len(inside)
             if v.entry.open and v.entry.session_id is not None:
                 v.session_id = v.entry.session_id
+                owners[v.session_id] = v.truth
                 v.session_plate = v.entry.plate
             others = {c.truth for c, _ in inside.values()}
             if v.entry.open and v.entry.plate != v.truth and v.entry.plate in others:
@@ -511,6 +540,15 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
             inside[pick.name] = (pick, v)
             vehicles.append(v)
             return True
+
+        def resolve(before: Vehicle) -> None:
+            """The same car again (a second bench photo of one plate): a car cannot be inside twice, so
+            the session its first photo left open is closed first, as an attendant would
+            (``gatekeeper arrive exit-1 --plate P``), and counted."""
+            session = daemon.session(before.session_id) if before.session_id is not None else None
+            if session and session.get("status") != "closed":
+                ok, text = daemon.arrive("exit-1", session["plate"])
+                resolved.append({"session": before.session_id, "plate": session["plate"], "ok": ok, "output": text})
 
         def leave() -> None:
             name = rng.choice(sorted(inside))
@@ -530,11 +568,14 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
                     photo = encode_jpeg(view, prng.randint(75, 95))
                 v.exit2 = attempt(daemon, "exit-1", photo, f"out-{name}-2.jpg", counter, args.timeout)
                 v.exit2.perturbation = ops2
-            judge(v, v.session_id)
+            judge(v, v.session_id, owners)
+            if v.session_id is not None and not v.out_without_attendant:
+                leftover[v.truth] = v
+            shown = v.exit2 if v.exit2 and v.exit2.decided else v.exit1
             mark = "OUT " if v.out_without_attendant else ("WRONG" if v.wrong_opening else "fail")
             print(f"[{region}] {len(vehicles):3d}/{len(cars)} inside {len(inside):2d}  {mark} {v.truth:10s} "
                   f"entry {v.entry.plate if v.entry and v.entry.decided else '-':10s} "
-                  f"exit {(v.exit2 or v.exit1).plate or '-':10s} {v.failure} {v.detail}", flush=True)
+                  f"exit {shown.plate or '-':10s} {v.failure} {v.detail}", flush=True)
 
         while pending and len(inside) < args.inside:
             if not enter():
@@ -549,7 +590,7 @@ def run_region(cars: list[Car], args: argparse.Namespace, out: Path) -> tuple[li
         shutil.copy(work / "daemon.log", out / f"daemon-{region}.log")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    extra = {"daemon_exit_code": code, "sessions_left_open": still_open,
+    extra = {"daemon_exit_code": code, "sessions_left_open": still_open, "duplicate_plate_sessions_closed": resolved,
              "minutes": round((time.monotonic() - t_start) / 60, 1)}
     return vehicles, extra
 
@@ -567,6 +608,8 @@ def summarise(vehicles: list[Vehicle]) -> dict[str, Any]:
         "failures": {r: failures.get(r, 0) for r in REASONS},
         "entry_opened": sum(bool(v.entry and v.entry.open) for v in vehicles),
         "entry_plate_exact": sum(bool(v.entry and v.entry.open and v.entry.plate == v.truth) for v in vehicles),
+        "entry_plate_wrong": sum(bool(v.entry and v.entry.open and v.entry.plate != v.truth) for v in vehicles),
+        "second_attempt_dropped": sum(v.second_dropped for v in vehicles),
         "latency_ms_median": round(statistics.median(latencies), 1) if latencies else None,
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
         "decisions_timed": len(latencies),
@@ -620,8 +663,12 @@ def main() -> int:
     print()
     print(text)
     for region, extra in extras.items():
-        print(f"  {region}: sessions left open {extra['sessions_left_open']}, daemon exit {extra['daemon_exit_code']}, "
-              f"{extra['minutes']} min")
+        s = summary[region]
+        print(f"  {region}: entries opened {s['entry_opened']} (plate exact {s['entry_plate_exact']}, wrong "
+              f"{s['entry_plate_wrong']}); second exit attempts dropped silently (hold-off) "
+              f"{s['second_attempt_dropped']}; sessions left open {extra['sessions_left_open']}; sessions of a "
+              f"re-photographed plate closed by the attendant {len(extra['duplicate_plate_sessions_closed'])}; "
+              f"daemon exit {extra['daemon_exit_code']}; {extra['minutes']} min")
     result = {
         "command": " ".join(sys.argv),
         "settings": {k: str(v) for k, v in vars(args).items()},
