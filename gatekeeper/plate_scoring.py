@@ -1,0 +1,253 @@
+"""Closed-vocabulary plate scoring: how well does each known plate explain the recogniser's output?
+
+At an exit the plausible answers are the plates of the open sessions (tens, not 36^7). Instead
+of reading a string and then searching the sessions by edit distance, each candidate plate is
+scored directly on the recogniser's per-frame class probabilities with the CTC forward
+algorithm (the probability that the network emits that exact string, summed over all its
+alignments), and the best is accepted only when it clearly beats the runner-up and is nearly as
+good as the unconstrained reading of the same crop. Pure numpy: no I/O, no clock.
+
+Conventions (decided here, measured in benchmarks/calibrate_matching.py, see docs/anpr.md):
+
+- Input matrices are ``(frames, 1 + len(alphabet))`` softmax rows, class 0 = CTC blank, class
+  ``i`` = ``alphabet[i - 1]`` (the :class:`~gatekeeper.ocr_models.Recognizer` protocol).
+  :func:`fold` maps them onto blank + ``0-9A-Z``: classes that normalise to the same plate
+  character are **summed** ('a' and 'A' are one event, "the network wrote an A"; summing is
+  its marginal probability), the punctuation glyphs plate characters come out as (``|`` ``!``
+  for 1/I, ``$`` for S) feed those characters, every other class (space, '-', '.', ...) counts
+  as blank (a separator between characters is no character of the normalised plate). Each row
+  is renormalised to sum 1.
+- A candidate is a normalised plate (upper-case letters and digits). Its score is
+  ``log P(candidate | matrix)`` (natural log, log-space recursion, never underflows); the
+  length-normalised score divides by the number of characters (``exp`` of it is the geometric
+  mean per-character probability), so short and long plates share one threshold.
+- Several matrices of one vehicle (the reader's candidate rows and views of one photo, and
+  several photos) are combined per candidate by their **maximum**: most matrices of a photo
+  are other text rows (dealer text, stickers) on which every plate scores badly, so a product
+  or mean would be dominated by them. The runner-up and the free reading are taken on the
+  same matrix as the best candidate's maximum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DIGITS = "0123456789"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Class order of a folded matrix: blank, then these 36.
+CHARS = DIGITS + LETTERS
+_INDEX = {ch: i + 1 for i, ch in enumerate(CHARS)}
+
+#: Punctuation classes a plate glyph is often emitted as: their mass goes to these characters.
+GLYPHS: dict[str, str] = {"|": "1I", "!": "1I", "]": "1I", "$": "S"}
+
+#: Look-alike groups (the exit matcher's, rules.LOOKALIKE_GROUPS): used only with ``lookalike_weight``.
+LOOKALIKES: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
+
+_NEG = -1e30
+_TINY = 1e-12
+
+
+def fold(probs: np.ndarray, alphabet: str) -> np.ndarray:
+    """A recogniser's ``(frames, 1 + len(alphabet))`` matrix as ``(frames, 37)``: blank + 0-9A-Z."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(alphabet) + 1:
+        raise ValueError(f"expected a (frames, {len(alphabet) + 1}) matrix, got {probs.shape}")
+    out = np.zeros((probs.shape[0], 1 + len(CHARS)))
+    out[:, 0] = probs[:, 0]
+    for i, ch in enumerate(alphabet, start=1):
+        up = ch.upper()
+        if up in _INDEX and len(up) == 1:
+            out[:, _INDEX[up]] += probs[:, i]
+        elif ch in GLYPHS:
+            targets = GLYPHS[ch]
+            for t in targets:
+                out[:, _INDEX[t]] += probs[:, i] / len(targets)
+        else:
+            out[:, 0] += probs[:, i]
+    out /= np.maximum(out.sum(axis=1, keepdims=True), _TINY)
+    return out
+
+
+def normalise(plate: str) -> str:
+    """Upper-case letters and digits only (the key plates are stored and matched by)."""
+    return "".join(ch for ch in plate.upper() if ch in _INDEX)
+
+
+def _lift(folded: np.ndarray, weight: float) -> np.ndarray:
+    """Each character's probability raised to ``weight`` x its best look-alike's (0: unchanged)."""
+    if weight <= 0:
+        return folded
+    out = folded.copy()
+    for group in LOOKALIKES:
+        idx = [_INDEX[ch] for ch in group]
+        block = folded[:, idx]
+        for j, i in enumerate(idx):
+            others = np.delete(block, j, axis=1).max(axis=1)
+            out[:, i] = np.maximum(folded[:, i], weight * others)
+    return out
+
+
+def ctc_log_probs(folded: np.ndarray, candidates: Sequence[str], *, lookalike_weight: float = 0.0) -> np.ndarray:
+    """``log P(candidate)`` under CTC for each candidate, from one folded ``(frames, 37)`` matrix.
+
+    Batched over candidates (padded extended label sequences ``blank c1 blank c2 ... blank``);
+    the empty string is the all-blank path. A candidate longer than the matrix can emit
+    (with the blanks its repeated letters need) gets ``-inf``.
+    """
+    folded = np.asarray(folded, dtype=np.float64)
+    n_frames = folded.shape[0]
+    plates = [normalise(c) for c in candidates]
+    if not plates:
+        return np.empty(0)
+    logp = np.log(np.maximum(_lift(folded, lookalike_weight), _TINY))   # (T, 37)
+    lengths = np.array([len(p) for p in plates])
+    width = 2 * int(lengths.max()) + 1
+    labels = np.zeros((len(plates), width), dtype=np.int64)            # blank-padded
+    for n, p in enumerate(plates):
+        if p:
+            labels[n, 1:2 * len(p):2] = [_INDEX[ch] for ch in p]
+    valid = np.arange(width)[None, :] < (2 * lengths + 1)[:, None]
+    # A skip from s-2 to s is allowed into a character that differs from the one two back.
+    skip = np.zeros_like(valid)
+    skip[:, 2:] = (labels[:, 2:] != 0) & (labels[:, 2:] != labels[:, :-2])
+    if n_frames == 0:
+        return np.where(lengths == 0, 0.0, -np.inf)
+    alpha = np.full((len(plates), width), _NEG)
+    emit = logp[0][labels]
+    alpha[:, 0] = emit[:, 0]
+    alpha[:, 1] = np.where(lengths > 0, emit[:, 1], _NEG)
+    for t in range(1, n_frames):
+        emit = logp[t][labels]
+        prev1 = np.full_like(alpha, _NEG)
+        prev1[:, 1:] = alpha[:, :-1]
+        prev2 = np.full_like(alpha, _NEG)
+        prev2[:, 2:] = np.where(skip[:, 2:], alpha[:, :-2], _NEG)
+        alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + emit
+        alpha = np.where(valid, np.maximum(alpha, _NEG), _NEG)
+    rows = np.arange(len(plates))
+    last = alpha[rows, 2 * lengths]
+    before = np.where(lengths > 0, alpha[rows, np.maximum(2 * lengths - 1, 0)], _NEG)
+    out = np.logaddexp(last, before)
+    return np.where(out < _NEG / 2, -np.inf, out)
+
+
+def best_path(folded: np.ndarray) -> str:
+    """The unconstrained reading: most likely class per frame, repeats merged, blanks dropped."""
+    out: list[str] = []
+    prev = 0
+    for k in np.asarray(folded).argmax(axis=1):
+        if k != 0 and k != prev:
+            out.append(CHARS[k - 1])
+        prev = int(k)
+    return "".join(out)
+
+
+def per_char(log_prob: float, plate: str) -> float:
+    """Length-normalised score: log-probability per character (the empty plate: per one)."""
+    return log_prob / max(1, len(normalise(plate)))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates ranked against one vehicle's evidence.
+
+    Scores are natural-log CTC probabilities; ``*_norm`` are per character. ``free`` is the
+    best unconstrained reading on the matrix where ``best`` scored highest (the best-path
+    reading, or a caller's grammar reading), and ``free_gap`` how much more likely it is than
+    ``best`` there (0 when it *is* ``best``; >= 0 in practice).
+    """
+
+    best: str
+    score: float
+    score_norm: float
+    runner_up: str
+    runner_up_score: float
+    free: str
+    free_score: float
+    free_gap: float
+    matrix: int                              # index of the matrix that gave ``best`` its score
+    scores: tuple[tuple[str, float], ...]    # every candidate, best first
+
+    @property
+    def margin(self) -> float:
+        """``best`` over the runner-up, in nats (a log likelihood ratio); inf without a runner-up."""
+        if not math.isfinite(self.runner_up_score):
+            return math.inf
+        return self.score - self.runner_up_score
+
+
+def rank(
+    evidence: Sequence[np.ndarray],
+    candidates: Iterable[str],
+    *,
+    free: Sequence[Sequence[str]] | None = None,
+    lookalike_weight: float = 0.0,
+) -> Ranking | None:
+    """Rank ``candidates`` (normalised plates) against folded matrices of one vehicle.
+
+    ``free`` optionally gives, per matrix, readings of that matrix to compare with (e.g. the
+    grammar's); the best-path reading is always among them. None when there is no evidence
+    or no candidate.
+    """
+    plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
+    if not evidence or not plates:
+        return None
+    table = np.stack([ctc_log_probs(m, plates, lookalike_weight=lookalike_weight) for m in evidence])  # (M, N)
+    combined = table.max(axis=0)
+    order = np.argsort(-combined, kind="stable")
+    b = int(order[0])
+    k = int(table[:, b].argmax())
+    readings = {best_path(evidence[k])}
+    if free is not None and k < len(free):
+        readings |= {normalise(r) for r in free[k] if normalise(r)}
+    readings.discard("")
+    others = sorted(readings - {plates[b]})
+    if others:
+        free_scores = ctc_log_probs(evidence[k], others, lookalike_weight=lookalike_weight)
+        j = int(free_scores.argmax())
+        free_plate, free_score = others[j], float(free_scores[j])
+    else:
+        free_plate, free_score = plates[b], float(combined[b])
+    score = float(combined[b])
+    runner = int(order[1]) if len(order) > 1 else None
+    return Ranking(
+        best=plates[b],
+        score=score,
+        score_norm=per_char(score, plates[b]),
+        runner_up=plates[runner] if runner is not None else "",
+        runner_up_score=float(combined[runner]) if runner is not None else -math.inf,
+        free=free_plate,
+        free_score=free_score,
+        free_gap=max(0.0, free_score - score) if math.isfinite(free_score) else 0.0,
+        matrix=k,
+        scores=tuple((plates[i], float(combined[i])) for i in order),
+    )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a ranking's best candidate is taken (calibrated in benchmarks/calibrate_matching.py).
+
+    ``min_score_norm``: per-character log-probability of the best candidate (T);
+    ``min_margin``: nats over the runner-up (M); ``max_free_gap``: nats the unconstrained
+    reading may be more likely than the best candidate (the evidence says something else).
+    """
+
+    min_score_norm: float
+    min_margin: float
+    max_free_gap: float
+
+
+def accept(ranking: Ranking | None, thresholds: Thresholds) -> bool:
+    """True when ``ranking.best`` clears the threshold and both margins."""
+    return (
+        ranking is not None
+        and ranking.score_norm >= thresholds.min_score_norm
+        and ranking.margin >= thresholds.min_margin
+        and ranking.free_gap <= thresholds.max_free_gap
+    )
