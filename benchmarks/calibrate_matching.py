@@ -1,4 +1,4 @@
-"""Calibrate closed-vocabulary exit matching (gatekeeper/plate_scoring.py) on the bench: T, M, G.
+"""Calibrate closed-vocabulary exit matching (gatekeeper/vision/scoring.py) on the bench: T, M, G.
 
     PYTHONPATH=. python benchmarks/calibrate_matching.py --data ../shared/bench/plates [--out DIR]
         [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1]
@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lane_outcome import encode_jpeg, load_region, perturb, seeded_rng  # noqa: E402
 
-from gatekeeper.plate_scoring import Thresholds, fold, rank  # noqa: E402
+from gatekeeper.vision.scoring import Thresholds, fold, rank  # noqa: E402
 
 LOOKALIKE_GROUPS = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -306,7 +306,7 @@ def two_photo(views: list[dict[str, Any]], seed: int, weight: float, t: Threshol
         if v["truth"] not in plates_by_region[v["region"]]:
             plates_by_region[v["region"]].append(v["truth"])
     out = {"max": [0, 0, 0], "mean": [0, 0, 0]}   # correct, wrong, cars
-    from gatekeeper.plate_scoring import ctc_log_probs, per_char
+    from gatekeeper.vision.scoring import ctc_log_probs, per_char
     for (region, _), group in by_car.items():
         if len(group) < 2:
             continue

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gatekeeper.plate_scoring import (
+from gatekeeper.vision.scoring import (
     CHARS,
     Thresholds,
     accept,
@@ -177,9 +177,9 @@ def test_best_path() -> None:
 def recogniser_evidence():
     """Matrices the real reader computes for drawn plates (gatekeeper/sim_plates.py)."""
     try:
-        from gatekeeper.anpr import PlateReader
-        from gatekeeper.ocr_models import EasyOcrRecognizer
-        from gatekeeper.sim_plates import draw_plate_scene
+        from gatekeeper.vision.reader import PlateReader
+        from gatekeeper.vision.recognizer import EasyOcrRecognizer
+        from gatekeeper.sim.plates import draw_plate_scene
     except ImportError:  # the package layout of issue 16
         from gatekeeper.sim.plates import draw_plate_scene  # type: ignore[no-redef]
         from gatekeeper.vision.reader import PlateReader  # type: ignore[no-redef]

@@ -10,7 +10,7 @@ good as the unconstrained reading of the same crop. Pure numpy: no I/O, no clock
 Conventions (decided here, measured in benchmarks/calibrate_matching.py, see docs/anpr.md):
 
 - Input matrices are ``(frames, 1 + len(alphabet))`` softmax rows, class 0 = CTC blank, class
-  ``i`` = ``alphabet[i - 1]`` (the :class:`~gatekeeper.ocr_models.Recognizer` protocol).
+  ``i`` = ``alphabet[i - 1]`` (the :class:`~gatekeeper.vision.recognizer.Recognizer` protocol).
   :func:`fold` maps them onto blank + ``0-9A-Z``: classes that normalise to the same plate
   character are **summed** ('a' and 'A' are one event, "the network wrote an A"; summing is
   its marginal probability), the punctuation glyphs plate characters come out as (``|`` ``!``
