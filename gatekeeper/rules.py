@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Protocol, Sequence
 
 _NON_ALNUM = re.compile(r"[^A-Z0-9]")
 
@@ -201,9 +201,36 @@ class LotState:
 
 
 @dataclass(frozen=True)
+class MatchThresholds:
+    """When closed-vocabulary scoring may take its best candidate (docs/anpr.md, calibration).
+
+    ``min_score_norm``: per-character natural-log probability of the best candidate;
+    ``min_margin``: nats it must beat the runner-up by; ``max_free_gap``: nats the free
+    (unconstrained) reading may be more likely than it.
+    """
+
+    min_score_norm: float = -0.6
+    min_margin: float = 3.0
+    max_free_gap: float = 2.0
+
+
+@dataclass(frozen=True)
 class Policy:
     anti_passback: Literal["deny", "reuse"] = "deny"
     match_max_distance: float = 1.0
+    thresholds: MatchThresholds = MatchThresholds()
+
+
+class PlateScores(Protocol):
+    """Known plates ranked on one vehicle's probabilities (``vision.scoring.Ranking``)."""
+
+    best: str
+    score_norm: float
+    free_gap: float
+    scores: tuple[tuple[str, float], ...]
+
+    @property
+    def margin(self) -> float: ...
 
 
 # --------------------------------------------------------------------------- outputs
@@ -311,6 +338,38 @@ def match_session(
     return None, tuple(scored)
 
 
+def scored_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> str | None:
+    """The best candidate when it clears the threshold, the margin over the runner-up and the free gap."""
+    if scores is None or not scores.best:
+        return None
+    if (
+        scores.score_norm >= thresholds.min_score_norm
+        and scores.margin >= thresholds.min_margin
+        and scores.free_gap <= thresholds.max_free_gap
+    ):
+        return scores.best
+    return None
+
+
+def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) -> bool:
+    """The best candidate fits the evidence, but another fits nearly as well: an attendant must choose."""
+    return (
+        scores is not None
+        and bool(scores.best)
+        and scores.score_norm >= thresholds.min_score_norm
+        and scores.free_gap <= thresholds.max_free_gap
+        and scores.margin < thresholds.min_margin
+    )
+
+
+def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
+    """The candidates within the margin of the best (what the attendant chooses among)."""
+    if not scores.scores:
+        return ()
+    top = scores.scores[0][1]
+    return tuple(p for p, s in scores.scores[:limit] if top - s < max(thresholds.min_margin, 1e-9) or p == scores.best)
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -326,9 +385,23 @@ def decide_entry(
     lists: Sequence[ListEntry] = (),
     reservations: Sequence[Reservation] = (),
     policy: Policy = Policy(),
+    scores: PlateScores | None = None,
 ) -> Decision:
-    """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot)."""
+    """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot).
+
+    ``plate`` is a whole read ('' when there is none). ``scores`` ranks the active allow-list
+    and reservation plates on the vehicle's probabilities: when the lot is full and the read is
+    not one of them (or there is no read), a candidate that clears ``policy.thresholds`` is the
+    plate; a full lot is the only place it changes the outcome.
+    """
     key = normalise_plate(plate)
+    privileged = {r.plate for r in reservations if r.active(now)} | {
+        e.plate for e in lists if e.kind == "allow" and e.active(now)
+    }
+    if (not key or (lot.free <= 0 and key not in privileged)) and (
+        chosen := scored_choice(scores, policy.thresholds)
+    ) is not None and chosen in privileged:
+        key = chosen
     if not key:
         return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
     if _active_list(key, lists, "deny", now):
@@ -371,9 +444,42 @@ def decide_exit(
     tariff: Tariff,
     lists: Sequence[ListEntry] = (),
     policy: Policy = Policy(),
+    scores: PlateScores | None = None,
 ) -> Decision:
-    """Exit lane: match the read to an open session, then paid/grace/fee."""
+    """Exit lane: match the vehicle to a session inside, then paid/grace/fee.
+
+    With ``scores`` (the plates inside ranked on the vehicle's probabilities) the scorer
+    decides: its best candidate when it clears ``policy.thresholds``; shut with the close
+    candidates when another fits nearly as well. The whole read ``plate`` is matched by
+    :func:`match_session` only where the scorer agrees or has no view (see docs/anpr.md).
+    """
     key = normalise_plate(plate)
+    if scores is not None:
+        chosen = scored_choice(scores, policy.thresholds)
+        if chosen is None and scored_ambiguous(scores, policy.thresholds):
+            close = _close_candidates(scores, policy.thresholds)
+            by_plate = {s.plate: s for s in sessions if s.status != "closed"}
+            return Decision(
+                False,
+                Reason.AMBIGUOUS,
+                MESSAGES[Reason.AMBIGUOUS],
+                plate=key,
+                candidates=close,
+                detail="candidate sessions: "
+                + ", ".join(f"#{by_plate[p].id} {p}" if p in by_plate else p for p in close),
+            )
+        if chosen is not None:
+            key = chosen
+        elif key:
+            # The scorer is unsure but sees no rival: the whole read may still match, if the
+            # scorer's own best is that session (never a session the scorer ranks lower).
+            match, _ = match_session(key, sessions, max_distance=policy.match_max_distance)
+            if match is not None and match.session.plate != scores.best:
+                return Decision(
+                    False, Reason.AMBIGUOUS, MESSAGES[Reason.AMBIGUOUS], plate=key,
+                    candidates=(match.session.plate, scores.best),
+                    detail=f"read {key} and scored {scores.best} disagree",
+                )
     if not key:
         return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
     match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
