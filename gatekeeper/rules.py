@@ -362,6 +362,11 @@ def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) ->
     )
 
 
+def _fallback_allowed(scores: PlateScores, thresholds: MatchThresholds) -> bool:
+    """Only the score threshold failed: no rival within the margin, nothing likelier in the evidence."""
+    return scores.margin >= thresholds.min_margin and scores.free_gap <= thresholds.max_free_gap
+
+
 def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
     """The candidates within the margin of the best (what the attendant chooses among)."""
     if not scores.scores:
@@ -456,9 +461,9 @@ def decide_exit(
     key = normalise_plate(plate)
     if scores is not None:
         chosen = scored_choice(scores, policy.thresholds)
+        by_plate = {s.plate: s for s in sessions if s.status != "closed"}
         if chosen is None and scored_ambiguous(scores, policy.thresholds):
             close = _close_candidates(scores, policy.thresholds)
-            by_plate = {s.plate: s for s in sessions if s.status != "closed"}
             return Decision(
                 False,
                 Reason.AMBIGUOUS,
@@ -468,32 +473,36 @@ def decide_exit(
                 detail="candidate sessions: "
                 + ", ".join(f"#{by_plate[p].id} {p}" if p in by_plate else p for p in close),
             )
-        if chosen is not None:
-            key = chosen
-        elif key:
-            # The scorer is unsure but sees no rival: the whole read may still match, if the
-            # scorer's own best is that session (never a session the scorer ranks lower).
-            match, _ = match_session(key, sessions, max_distance=policy.match_max_distance)
-            if match is not None and match.session.plate != scores.best:
+        match = None
+        if chosen is not None and chosen in by_plate:
+            match = Match(by_plate[chosen], 0.0 if chosen == key else plate_distance(key, chosen) if key else 0.0)
+        elif key and _fallback_allowed(scores, policy.thresholds):
+            # The scorer is unsure only because the evidence is weak: the whole read may still
+            # match, when the scorer's own best is that very session.
+            found, _ = match_session(key, sessions, max_distance=policy.match_max_distance)
+            if found is not None and found.session.plate == scores.best:
+                match = found
+        if match is None:
+            if not key:
+                return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE], candidates=_close_candidates(
+                    scores, policy.thresholds))
+            return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
+    else:
+        if not key:
+            return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
+        match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
+        if match is None:
+            if candidates:
                 return Decision(
-                    False, Reason.AMBIGUOUS, MESSAGES[Reason.AMBIGUOUS], plate=key,
-                    candidates=(match.session.plate, scores.best),
-                    detail=f"read {key} and scored {scores.best} disagree",
+                    False,
+                    Reason.AMBIGUOUS,
+                    MESSAGES[Reason.AMBIGUOUS],
+                    plate=key,
+                    candidates=tuple(c.session.plate for c in candidates),
+                    detail="candidate sessions: "
+                    + ", ".join(f"#{c.session.id} {c.session.plate}" for c in candidates),
                 )
-    if not key:
-        return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
-    match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
-    if match is None:
-        if candidates:
-            return Decision(
-                False,
-                Reason.AMBIGUOUS,
-                MESSAGES[Reason.AMBIGUOUS],
-                plate=key,
-                candidates=tuple(c.session.plate for c in candidates),
-                detail="candidate sessions: " + ", ".join(f"#{c.session.id} {c.session.plate}" for c in candidates),
-            )
-        return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
+            return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
     session = match.session
     common = dict(plate=session.plate, session_id=session.id, match_distance=match.distance)
     if _active_list(session.plate, lists, "allow", now):

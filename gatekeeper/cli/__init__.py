@@ -30,7 +30,7 @@ from gatekeeper.rules import fee_due, format_money
 from gatekeeper.store import Store, StoreError, from_iso, session_view
 
 #: Modules that add their own subcommands with ``register(subparsers)``.
-COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon")
+COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon", "gatekeeper.cli.resolve")
 
 SESSION_COLUMNS = ("id", "plate", "status", "entry_lane", "entry_at", "paid_at", "amount_paid", "exit_at")
 TIME_KEYS = ("entry_at", "paid_at", "exit_at", "at", "created_at", "sent_at")
@@ -237,9 +237,23 @@ def _print_events(rows: Sequence[dict[str, Any]], settings: Settings, as_json: b
         for r in rows:
             print(
                 f"{r['at']}  {r['lane'] or '-':<10} {r['kind']:<12} {r['reason'] or '-':<22} "
-                f"{r['plate'] or '-':<10} {('#' + str(r['session_id'])) if r['session_id'] else '-':<6} {r['message'] or ''}",
+                f"{r['plate'] or '-':<10} {('#' + str(r['session_id'])) if r['session_id'] else '-':<6} {r['message'] or ''}"
+                + _no_read_hint(r),
                 flush=True,
             )
+
+
+def _no_read_hint(row: dict[str, Any]) -> str:
+    """For a no_read: the guesses and how to resolve it."""
+    if row.get("kind") != "no_read":
+        return ""
+    try:
+        data = json.loads(row.get("data") or "{}")
+    except ValueError:
+        data = {}
+    guesses = ", ".join(data.get("guesses") or []) or "none"
+    how = "--session ID" if data.get("direction") == "exit" else "--plate P"
+    return f" [guesses: {guesses}; photo: {data.get('photo') or '-'}; gatekeeper resolve {row['id']} {how}]"
 
 
 def cmd_events(args: argparse.Namespace) -> int:

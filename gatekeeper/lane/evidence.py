@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 #: A camera read this close to an earlier plate (look-alikes count a quarter) is the same plate.
 SAME_PLATE_DISTANCE = 1.0
 
-#: Crops' probabilities kept per vehicle (the newest): a car waiting long is not scored on thousands.
-MAX_GLIMPSES = 96
+#: Photos (frames with crops read) kept per vehicle, the newest: a car waiting long is not scored on hundreds.
+MAX_PHOTOS = 12
 
 
 def whole_plate_check(region: str, formats: dict[str, list[str]] | None = None) -> WholePlate:
@@ -112,7 +112,7 @@ class VehicleEvidence:
     is_whole: WholePlate
     reads: list[tuple[PlateRead, Frame]] = field(default_factory=list)
     partial: list[PlateRead] = field(default_factory=list)
-    glimpses: list[Glimpse] = field(default_factory=list)
+    photos: list[tuple[Glimpse, ...]] = field(default_factory=list)
     first_frame: Frame | None = None
 
     def add(self, read: PlateRead | None, glimpses: tuple[Glimpse, ...], frame: Frame) -> None:
@@ -125,12 +125,13 @@ class VehicleEvidence:
                 self.reads.append((read, frame))
             else:
                 self.partial.append(read)
-        self.glimpses = [*self.glimpses, *glimpses][-MAX_GLIMPSES:]
+        if glimpses:
+            self.photos = [*self.photos, glimpses][-MAX_PHOTOS:]
 
     @property
     def empty(self) -> bool:
         """Nothing to go on: no read of any kind and no crop read."""
-        return not self.reads and not self.partial and not self.glimpses
+        return not self.reads and not self.partial and not self.photos
 
     def result(self) -> PlateRead | None:
         """The consolidated whole read, or None."""
@@ -139,7 +140,7 @@ class VehicleEvidence:
     def guesses(self, limit: int = 5) -> list[str]:
         """What the reader made of it when nothing whole came out: partial reads, then grammar readings."""
         out = [r.normalised for r in sorted(self.partial, key=lambda r: -r.confidence)]
-        out += [reading for g in self.glimpses for reading in g.readings]
+        out += [reading for photo in self.photos for g in photo for reading in g.readings]
         return [p for p in dict.fromkeys(normalise_plate(p) for p in out) if p][:limit]
 
     def frame_for(self, result: PlateRead | None) -> Frame | None:
@@ -237,7 +238,7 @@ class Recent:
     opened: bool
     reason: str
     last_seen: float
-    glimpses: tuple[Glimpse, ...] = ()
+    photos: tuple[tuple[Glimpse, ...], ...] = ()
 
 
 class SameVehicleHoldOff:
@@ -266,14 +267,14 @@ class SameVehicleHoldOff:
         return None
 
     def remember(
-        self, *, read: str, plate: str, opened: bool, reason: str, glimpses: tuple[Glimpse, ...],
+        self, *, read: str, plate: str, opened: bool, reason: str, photos: tuple[tuple[Glimpse, ...], ...],
         replaces: Recent | None = None,
     ) -> None:
         if replaces is not None and replaces in self._recent:
             self._recent.remove(replaces)
-        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), glimpses))
+        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos))
 
-    def seen_again(self, recent: Recent, glimpses: tuple[Glimpse, ...]) -> None:
+    def seen_again(self, recent: Recent, photos: tuple[tuple[Glimpse, ...], ...]) -> None:
         """The same vehicle again with no new decision: its window starts over, its evidence grows."""
         recent.last_seen = self._clock.monotonic()
-        recent.glimpses = glimpses
+        recent.photos = photos

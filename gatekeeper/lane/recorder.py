@@ -6,7 +6,7 @@ time; :meth:`DecisionRecorder.record` commits the session change, the event and
 the outbox row in one transaction (``store.record_decision``). Nothing here moves
 the barrier: that comes after, in :mod:`gatekeeper.lane.actuation`.
 
-Closed-vocabulary matching: with the vehicle's probabilities (``glimpses``), the plates
+Closed-vocabulary matching: with the vehicle's probabilities (``photos``), the plates
 that could be the answer are scored on them (:func:`gatekeeper.vision.scoring.rank`): at an
 exit the sessions inside, at an entry the active allow-list and reservation plates. The pure
 rules (``rules.decide_exit``/``decide_entry``) choose with the calibrated thresholds.
@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import Decision, PlateScores, Policy, decide_entry, decide_exit
-from gatekeeper.vision.scoring import rank
+from gatekeeper.vision.scoring import rank_photos
 
 #: The reason code (and event kind) of a vehicle with no usable read.
 NO_READ = "no_read"
@@ -48,20 +48,20 @@ class DecisionRecorder:
         self.policy = policy
         self.upload_photos = upload_photos
 
-    def decide(self, plate: str, *, now: datetime, glimpses: Sequence[Glimpse] = ()) -> Decision:
+    def decide(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = ()) -> Decision:
         """Pure rules on the store's current state (no side effects).
 
-        ``plate`` is the whole read ('' for none); ``glimpses`` the vehicle's probabilities.
+        ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo.
         """
         if self.direction == "entry":
             lot = self.store.lot_state()
             lists = self.store.list_entries()
             reservations = self.store.reservations()
             scores = None
-            if glimpses and (lot.free <= 0 or not plate):
+            if photos and (lot.free <= 0 or not plate):
                 privileged = [r.plate for r in reservations if r.active(now)]
                 privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
-                scores = score(glimpses, privileged)
+                scores = score(photos, privileged)
             return decide_entry(
                 plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
@@ -73,7 +73,7 @@ class DecisionRecorder:
             tariff=self.store.tariff(),
             lists=self.store.list_entries(),
             policy=self.policy,
-            scores=score(glimpses, [s.plate for s in sessions]) if glimpses else None,
+            scores=score(photos, [s.plate for s in sessions]) if photos else None,
         )
 
     def record(
@@ -151,8 +151,12 @@ class DecisionRecorder:
         )
 
 
-def score(glimpses: Sequence[Glimpse], plates: Sequence[str]) -> PlateScores | None:
+def score(photos: Sequence[Sequence[Glimpse]], plates: Sequence[str]) -> PlateScores | None:
     """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank)."""
-    if not glimpses or not plates:
+    if not photos or not plates:
         return None
-    return rank([g.matrix for g in glimpses], plates, free=[list(g.readings) for g in glimpses])
+    return rank_photos(
+        [[g.matrix for g in photo] for photo in photos],
+        plates,
+        free=[[list(g.readings) for g in photo] for photo in photos],
+    )

@@ -325,7 +325,7 @@ class LaneRunner:
                 frame=vehicle.frame_for(result),
                 source="camera",
                 by="camera",
-                glimpses=vehicle.glimpses,
+                photos=vehicle.photos,
                 guesses=vehicle.guesses(),
             )
         except Exception as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from gatekeeper.lane.actuation import Actuator
-from gatekeeper.lane.evidence import MAX_GLIMPSES, Recent, SameVehicleHoldOff
+from gatekeeper.lane.evidence import MAX_PHOTOS, Recent, SameVehicleHoldOff
 from gatekeeper.lane.outcome import LaneOutcome, Source
 from gatekeeper.lane.photos import PhotoKeeper
 from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, Recorded
@@ -74,7 +74,7 @@ class DecisionSequence:
         frame: Frame | None,
         source: Source,
         by: str,
-        glimpses: Sequence[Glimpse] = (),
+        photos: Sequence[tuple[Glimpse, ...]] = (),
         guesses: Sequence[str] = (),
     ) -> LaneOutcome | None:
         """The outcome, or None for a camera read the hold-off took for the same vehicle again.
@@ -85,7 +85,7 @@ class DecisionSequence:
         not sent). After an opening it is never decided again.
         """
         plate = normalise_plate(plate_read)
-        evidence = tuple(glimpses)
+        evidence = tuple(photos)
         with self.decision_lock:
             now = self.clock.now()
             earlier = self.hold_off.earlier(plate) if source == "camera" else None
@@ -93,8 +93,8 @@ class DecisionSequence:
                 self._same_vehicle(earlier, evidence, plate_read, frame, None)
                 return None
             if earlier is not None and not earlier.opened:
-                evidence = (*earlier.glimpses, *evidence)[-MAX_GLIMPSES:]
-            decision = self.recorder.decide(plate, now=now, glimpses=evidence)
+                evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
+            decision = self.recorder.decide(plate, now=now, photos=evidence)
             if earlier is not None and (
                 (earlier.opened and decision.plate == earlier.plate)
                 or (not earlier.opened and not decision.open
@@ -122,7 +122,7 @@ class DecisionSequence:
             if source == "camera":
                 self.hold_off.remember(
                     read=plate, plate=decision.plate, opened=decision.open, reason=_reason(decision),
-                    glimpses=evidence, replaces=earlier,
+                    photos=evidence, replaces=earlier,
                 )
         self.actuator.show_decision(decision, plate=decision.plate or plate)
         self.wake()
@@ -137,13 +137,13 @@ class DecisionSequence:
         return outcome
 
     def _same_vehicle(
-        self, earlier: Recent, evidence: tuple[Glimpse, ...], plate_read: str, frame: Frame | None,
+        self, earlier: Recent, evidence: tuple[tuple[Glimpse, ...], ...], plate_read: str, frame: Frame | None,
         decision: Decision | None,
     ) -> None:
         """Noted, not decided again: a technician can tell a photo taken for the same vehicle from a lost one."""
         log.info("lane %s: %s again within %.0f s: same vehicle", self.lane_id,
                  plate_read or "(no plate)", self.hold_off.window_s)
-        self.hold_off.seen_again(earlier, evidence if not earlier.opened else earlier.glimpses)
+        self.hold_off.seen_again(earlier, evidence if not earlier.opened else earlier.photos)
         self.recorder.record_same_vehicle(
             reason=_reason(decision) if decision is not None else earlier.reason,
             plate=decision.plate if decision is not None else earlier.plate,
@@ -152,7 +152,7 @@ class DecisionSequence:
         )
 
     def _no_read(
-        self, decision: Decision, evidence: tuple[Glimpse, ...], guesses: Sequence[str], photo: str | None,
+        self, decision: Decision, evidence: tuple[tuple[Glimpse, ...], ...], guesses: Sequence[str], photo: str | None,
         plate_read: str, earlier: Recent | None,
     ) -> LaneOutcome:
         """Nothing usable read: a ``no_read`` event with the best guesses, and the driver is told what to do."""
@@ -160,7 +160,7 @@ class DecisionSequence:
         event_id = self.recorder.record_no_read(
             photo=photo, guesses=guesses, candidates=decision.candidates, message=message
         )
-        self.hold_off.remember(read="", plate="", opened=False, reason=NO_READ, glimpses=evidence, replaces=earlier)
+        self.hold_off.remember(read="", plate="", opened=False, reason=NO_READ, photos=evidence, replaces=earlier)
         self.actuator.show_no_read()
         self.wake()
         outcome = LaneOutcome(

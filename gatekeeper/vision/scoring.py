@@ -251,3 +251,65 @@ def accept(ranking: Ranking | None, thresholds: Thresholds) -> bool:
         and ranking.margin >= thresholds.min_margin
         and ranking.free_gap <= thresholds.max_free_gap
     )
+
+
+#: A photo whose best candidate scores below this per character shows none of them (the plate
+#: was not among its crops): it is left out of a vehicle's combined evidence, not counted as noise.
+PHOTO_FLOOR = -3.0
+
+
+def rank_photos(
+    photos: Sequence[Sequence[np.ndarray]],
+    candidates: Iterable[str],
+    *,
+    free: Sequence[Sequence[Sequence[str]]] | None = None,
+    lookalike_weight: float = 0.0,
+    floor: float = PHOTO_FLOOR,
+) -> Ranking | None:
+    """Rank ``candidates`` on several photos (frames) of one vehicle: evidence accumulates.
+
+    Within a photo the candidate's best crop counts (:func:`rank`: the other crops are other
+    text); across photos the log-probabilities **add**, as for independent looks at one plate,
+    so a second clear photo separates look-alikes that one blurred photo could not. Photos that
+    show none of the candidates (best below ``floor`` per character) are left out. Per-character
+    scores are averaged over the photos kept, so one threshold serves one photo or several;
+    the margin and the free gap are summed (log likelihood ratios). One photo: exactly :func:`rank`.
+    """
+    plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
+    looks = [(i, list(m)) for i, m in enumerate(photos) if len(m)]
+    if not looks or not plates:
+        return None
+    per: list[tuple[int, Ranking]] = []
+    for i, mats in looks:
+        r = rank(mats, plates, free=free[i] if free is not None else None, lookalike_weight=lookalike_weight)
+        if r is not None:
+            per.append((i, r))
+    if not per:
+        return None
+    if len(per) == 1:
+        return per[0][1]
+    kept = [(i, r) for i, r in per if r.score_norm >= floor] or [max(per, key=lambda ir: ir[1].score_norm)]
+    if len(kept) == 1:
+        return kept[0][1]
+    combined = {p: sum(dict(r.scores)[p] for _, r in kept) for p in plates}
+    order = sorted(plates, key=lambda p: -combined[p])
+    best = order[0]
+    gaps: list[tuple[float, str, float]] = []
+    for i, _ in kept:
+        one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight)
+        if one is not None:
+            gaps.append((one.free_gap, one.free, one.free_score))
+    gap, free_plate, free_score = max(gaps) if gaps else (0.0, best, combined[best])
+    runner = order[1] if len(order) > 1 else ""
+    return Ranking(
+        best=best,
+        score=combined[best],
+        score_norm=per_char(combined[best], best) / len(kept),
+        runner_up=runner,
+        runner_up_score=combined[runner] if runner else -math.inf,
+        free=free_plate,
+        free_score=free_score,
+        free_gap=sum(g for g, _, _ in gaps),
+        matrix=-1,
+        scores=tuple((p, combined[p]) for p in order),
+    )
