@@ -230,3 +230,55 @@ def test_drawn_plate_whose_car_is_not_inside_is_refused(recogniser_evidence) -> 
     assert ranking is not None and ranking.best != "KB482TR"
     assert ranking.free_gap > 2.0 or ranking.score_norm < -1.0
     assert not accept(ranking, Thresholds(min_score_norm=-0.5, min_margin=2.0, max_free_gap=2.0))
+
+
+# --------------------------------------------------------------------------- several photos of one vehicle
+
+
+def _spelled(plate: str, split: dict[int, dict[str, float]] | None = None) -> np.ndarray:
+    """A folded matrix spelling ``plate``, one frame per character (``split`` spreads one), blanks between."""
+    from gatekeeper.vision.scoring import CHARS
+
+    def row(chars: dict[str, float]) -> np.ndarray:
+        r = np.full(1 + len(CHARS), 1e-4)
+        for ch, p in chars.items():
+            r[1 + CHARS.index(ch)] = p
+        r[0] = max(1e-4, 1.0 - r[1:].sum()) if chars else 0.99
+        return r / r.sum()
+
+    rows = [row({})]
+    for i, ch in enumerate(plate):
+        rows += [row((split or {}).get(i, {ch: 0.97})), row({})]
+    return np.array(rows)
+
+
+def test_rank_photos_one_photo_is_rank() -> None:
+    from gatekeeper.vision.scoring import rank, rank_photos
+
+    m = _spelled("AB812CD", {2: {"8": 0.6, "B": 0.38}})
+    one, many = rank([m], ["AB812CD", "ABB12CD"]), rank_photos([[m]], ["AB812CD", "ABB12CD"])
+    assert one == many
+
+
+def test_rank_photos_a_clear_second_photo_separates_look_alikes_the_same_photo_twice_does_not() -> None:
+    from gatekeeper.vision.scoring import rank_photos
+
+    blurred = _spelled("AB812CD", {2: {"8": 0.49, "B": 0.49}})
+    clear = _spelled("ABB12CD")
+    cands = ["AB812CD", "ABB12CD"]
+    alone = rank_photos([[blurred]], cands)
+    twice = rank_photos([[blurred], [blurred]], cands)
+    both = rank_photos([[blurred], [clear]], cands)
+    assert alone is not None and twice is not None and both is not None
+    assert alone.margin < 0.5 and twice.margin == pytest.approx(alone.margin)
+    assert both.best == "ABB12CD" and both.margin > 3.0
+
+
+def test_rank_photos_leaves_out_a_photo_that_shows_no_candidate() -> None:
+    from gatekeeper.vision.scoring import rank_photos
+
+    junk = _spelled("ZZZ")
+    clear = _spelled("ABB12CD")
+    with_junk = rank_photos([[junk], [clear]], ["AB812CD", "ABB12CD"])
+    alone = rank_photos([[clear]], ["AB812CD", "ABB12CD"])
+    assert with_junk == alone

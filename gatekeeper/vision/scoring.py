@@ -269,11 +269,12 @@ def rank_photos(
     """Rank ``candidates`` on several photos (frames) of one vehicle: evidence accumulates.
 
     Within a photo the candidate's best crop counts (:func:`rank`: the other crops are other
-    text); across photos the log-probabilities **add**, as for independent looks at one plate,
-    so a second clear photo separates look-alikes that one blurred photo could not. Photos that
-    show none of the candidates (best below ``floor`` per character) are left out. Per-character
-    scores are averaged over the photos kept, so one threshold serves one photo or several;
-    the margin and the free gap are summed (log likelihood ratios). One photo: exactly :func:`rank`.
+    text); across photos its log-probabilities are **averaged** (the geometric mean of the
+    likelihoods): a second clear photo lifts a look-alike margin that one blurred photo left
+    too small, while the same photo twice (a watch folder re-sent, frames of a car that has not
+    moved: correlated, not independent, looks) changes nothing, so the calibrated one-photo
+    thresholds hold. Photos that show none of the candidates (best below ``floor`` per
+    character) are left out. One photo: exactly :func:`rank`.
     """
     plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
     looks = [(i, list(m)) for i, m in enumerate(photos) if len(m)]
@@ -291,7 +292,7 @@ def rank_photos(
     kept = [(i, r) for i, r in per if r.score_norm >= floor] or [max(per, key=lambda ir: ir[1].score_norm)]
     if len(kept) == 1:
         return kept[0][1]
-    combined = {p: sum(dict(r.scores)[p] for _, r in kept) for p in plates}
+    combined = {p: sum(dict(r.scores)[p] for _, r in kept) / len(kept) for p in plates}
     order = sorted(plates, key=lambda p: -combined[p])
     best = order[0]
     gaps: list[tuple[float, str, float]] = []
@@ -304,12 +305,12 @@ def rank_photos(
     return Ranking(
         best=best,
         score=combined[best],
-        score_norm=per_char(combined[best], best) / len(kept),
+        score_norm=per_char(combined[best], best),
         runner_up=runner,
         runner_up_score=combined[runner] if runner else -math.inf,
         free=free_plate,
         free_score=free_score,
-        free_gap=sum(g for g, _, _ in gaps),
+        free_gap=sum(g for g, _, _ in gaps) / max(1, len(gaps)),
         matrix=-1,
         scores=tuple((p, combined[p]) for p in order),
     )
