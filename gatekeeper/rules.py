@@ -209,7 +209,7 @@ class MatchThresholds:
     (unconstrained) reading may be more likely than it.
     """
 
-    min_score_norm: float = -0.6
+    min_score_norm: float = -1.0
     min_margin: float = 3.0
     max_free_gap: float = 2.0
 
@@ -228,6 +228,7 @@ class PlateScores(Protocol):
     score_norm: float
     free_gap: float
     scores: tuple[tuple[str, float], ...]
+    twin: str  # the evidence's own reading, ``best`` with look-alikes swapped ('' when none)
 
     @property
     def margin(self) -> float: ...
@@ -340,7 +341,7 @@ def match_session(
 
 def scored_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> str | None:
     """The best candidate when it clears the threshold, the margin over the runner-up and the free gap."""
-    if scores is None or not scores.best:
+    if scores is None or not scores.best or scores.twin:
         return None
     if (
         scores.score_norm >= thresholds.min_score_norm
@@ -357,14 +358,13 @@ def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) ->
         scores is not None
         and bool(scores.best)
         and scores.score_norm >= thresholds.min_score_norm
-        and scores.free_gap <= thresholds.max_free_gap
-        and scores.margin < thresholds.min_margin
+        and (bool(scores.twin) or (scores.free_gap <= thresholds.max_free_gap and scores.margin < thresholds.min_margin))
     )
 
 
 def _fallback_allowed(scores: PlateScores, thresholds: MatchThresholds) -> bool:
     """Only the score threshold failed: no rival within the margin, nothing likelier in the evidence."""
-    return scores.margin >= thresholds.min_margin and scores.free_gap <= thresholds.max_free_gap
+    return not scores.twin and scores.margin >= thresholds.min_margin and scores.free_gap <= thresholds.max_free_gap
 
 
 def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
@@ -372,7 +372,8 @@ def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: i
     if not scores.scores:
         return ()
     top = scores.scores[0][1]
-    return tuple(p for p, s in scores.scores[:limit] if top - s < max(thresholds.min_margin, 1e-9) or p == scores.best)
+    close = tuple(p for p, s in scores.scores[:limit] if top - s < max(thresholds.min_margin, 1e-9) or p == scores.best)
+    return close + ((scores.twin,) if scores.twin and scores.twin not in close else ())
 
 
 # --------------------------------------------------------------------------- decisions

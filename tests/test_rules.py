@@ -268,9 +268,18 @@ class Scores:
     margin: float
     free_gap: float
     scores: tuple[tuple[str, float], ...] = ()
+    twin: str = ""
 
 
 STRICT = _Policy(thresholds=MatchThresholds(min_score_norm=-0.5, min_margin=3.0, max_free_gap=2.0))
+
+
+def test_exit_never_opens_when_the_evidence_reads_a_look_alike_twin_of_the_best() -> None:
+    """The grammar reads NYM7544, the best session is NYM7S44: a car not inside could be the twin."""
+    sessions = [session(1, "NYM7S44", status="paid", paid_at=NOW)]
+    d = _decide_exit("NYM7544", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("NYM7S44", -0.1, 20.0, 0.0, (("NYM7S44", -0.7),), twin="NYM7544"))
+    assert (d.open, d.reason) == (False, Reason.AMBIGUOUS) and "NYM7544" in d.candidates
 
 
 def test_exit_scorer_choice_opens_the_session_whatever_the_string_read() -> None:

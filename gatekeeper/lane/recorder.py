@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Sequence
 
-from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded
+from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import Decision, PlateScores, Policy, decide_entry, decide_exit
-from gatekeeper.vision.scoring import rank_photos
+from gatekeeper.vision.scoring import rank_photos, single_swaps
 
 #: The reason code (and event kind) of a vehicle with no usable read.
 NO_READ = "no_read"
@@ -40,6 +40,7 @@ class DecisionRecorder:
         clock: Clock,
         policy: Policy,
         upload_photos: bool = False,
+        is_whole: WholePlate | None = None,
     ) -> None:
         self.lane_id = lane_id
         self.direction = direction
@@ -47,6 +48,7 @@ class DecisionRecorder:
         self.clock = clock
         self.policy = policy
         self.upload_photos = upload_photos
+        self.is_whole = is_whole
 
     def decide(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = ()) -> Decision:
         """Pure rules on the store's current state (no side effects).
@@ -61,7 +63,7 @@ class DecisionRecorder:
             if photos and (lot.free <= 0 or not plate):
                 privileged = [r.plate for r in reservations if r.active(now)]
                 privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
-                scores = score(photos, privileged)
+                scores = score(photos, privileged, is_whole=self.is_whole)
             return decide_entry(
                 plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
@@ -73,7 +75,7 @@ class DecisionRecorder:
             tariff=self.store.tariff(),
             lists=self.store.list_entries(),
             policy=self.policy,
-            scores=score(photos, [s.plate for s in sessions]) if photos else None,
+            scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole) if photos else None,
         )
 
     def record(
@@ -151,12 +153,36 @@ class DecisionRecorder:
         )
 
 
-def score(photos: Sequence[Sequence[Glimpse]], plates: Sequence[str]) -> PlateScores | None:
-    """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank)."""
+#: Log prior of a candidate plate that no listed layout fits (the grammar's fallback penalty).
+NOT_WHOLE_PRIOR = -3.0
+
+
+def score(
+    photos: Sequence[Sequence[Glimpse]], plates: Sequence[str], *, is_whole: WholePlate | None = None
+) -> PlateScores | None:
+    """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank).
+
+    With the lane's grammar (``is_whole``) a plate no listed layout fits carries the grammar's
+    fallback penalty, and the best candidate must also beat its look-alike twins that are
+    valid plates (any twin, for a plate that is not: the grammar cannot tell those apart),
+    as a car that is not inside could carry them (docs/anpr.md, calibration).
+    """
     if not photos or not plates:
         return None
+    prior = shadows = None
+    if is_whole is not None:
+        whole = is_whole
+
+        def prior(plate: str) -> float:
+            return 0.0 if whole(plate) else NOT_WHOLE_PRIOR
+
+        def shadows(plate: str) -> list[str]:
+            return [t for t in single_swaps(plate) if whole(t) or not whole(plate)]
+
     return rank_photos(
         [[g.matrix for g in photo] for photo in photos],
         plates,
         free=[[list(g.readings) for g in photo] for photo in photos],
+        prior=prior,
+        shadows=shadows,
     )

@@ -88,14 +88,15 @@ class LaneRunner:
             lane_id=lane.id, reader=reader, lock=reader_lock or threading.Lock(), region=region, roi=lane.roi,
             on_error=self.counters.error, beat=self._beat,
         )
+        whole = is_whole or whole_plate_check(region or "eu")
         self.evidence = EvidenceGatherer(
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
-            is_whole=is_whole or whole_plate_check(region or "eu"),
+            is_whole=whole,
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
-            policy=policy, upload_photos=upload_photos,
+            policy=policy, upload_photos=upload_photos, is_whole=whole,
         )
         self.actuator = Actuator(
             lane_id=lane.id, barrier=barrier, display=self.display, no_read_text=lane.no_read_message

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -172,13 +172,28 @@ class Ranking:
     free_gap: float
     matrix: int                              # index of the matrix that gave ``best`` its score
     scores: tuple[tuple[str, float], ...]    # every candidate, best first
+    twin: str = ""                           # a free reading that is ``best`` with look-alikes swapped
+    shadow: str = ""                         # the likeliest plate outside the candidates that ``best`` could be
+    shadow_score: float = -math.inf          # its score, combined as the candidates' are
 
     @property
     def margin(self) -> float:
-        """``best`` over the runner-up, in nats (a log likelihood ratio); inf without a runner-up."""
-        if not math.isfinite(self.runner_up_score):
+        """``best`` over the runner-up or its shadow, in nats (a log likelihood ratio); inf without either."""
+        rival = max(self.runner_up_score, self.shadow_score)
+        if not math.isfinite(rival):
             return math.inf
-        return self.score - self.runner_up_score
+        return self.score - rival
+
+
+_LOOKALIKE_GROUP = {ch: i for i, group in enumerate(LOOKALIKES) for ch in group}
+
+
+def lookalike_twins(a: str, b: str) -> bool:
+    """Same length, and every differing character is a look-alike of the other (0/O, 8/B, 2/Z ...)."""
+    return len(a) == len(b) and all(
+        x == y or (_LOOKALIKE_GROUP.get(x) is not None and _LOOKALIKE_GROUP.get(x) == _LOOKALIKE_GROUP.get(y))
+        for x, y in zip(a, b)
+    )
 
 
 def rank(
@@ -187,34 +202,56 @@ def rank(
     *,
     free: Sequence[Sequence[str]] | None = None,
     lookalike_weight: float = 0.0,
+    prior: Callable[[str], float] | None = None,
+    shadows: Callable[[str], Iterable[str]] | None = None,
 ) -> Ranking | None:
     """Rank ``candidates`` (normalised plates) against folded matrices of one vehicle.
 
+    ``shadows(best)`` names plates that are not candidates but could be the vehicle instead of
+    ``best`` (its look-alike twins that are valid plates: a car not inside whose plate differs
+    from one inside by 0/O or 8/B); the best must beat them by the margin as it must beat the
+    runner-up.
+
     ``free`` optionally gives, per matrix, readings of that matrix to compare with (e.g. the
-    grammar's); the best-path reading is always among them. None when there is no evidence
-    or no candidate.
+    grammar's); the best-path reading is always among them. ``prior`` adds a log prior per
+    plate (candidates and free readings alike), e.g. the grammar's penalty for a plate that no
+    listed layout fits. None when there is no evidence or no candidate.
     """
     plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
     if not evidence or not plates:
         return None
-    table = np.stack([ctc_log_probs(m, plates, lookalike_weight=lookalike_weight) for m in evidence])  # (M, N)
+    bias = np.array([prior(p) for p in plates]) if prior is not None else np.zeros(len(plates))
+    table = np.stack([ctc_log_probs(m, plates, lookalike_weight=lookalike_weight) for m in evidence]) + bias  # (M, N)
     combined = table.max(axis=0)
     order = np.argsort(-combined, kind="stable")
     b = int(order[0])
     k = int(table[:, b].argmax())
     readings = {best_path(evidence[k])}
+    grammar_readings: set[str] = set()
     if free is not None and k < len(free):
-        readings |= {normalise(r) for r in free[k] if normalise(r)}
+        grammar_readings = {normalise(r) for r in free[k] if normalise(r)}
+        readings |= grammar_readings
     readings.discard("")
+    twins = sorted(r for r in grammar_readings if r != plates[b] and lookalike_twins(r, plates[b]))
     others = sorted(readings - {plates[b]})
     if others:
         free_scores = ctc_log_probs(evidence[k], others, lookalike_weight=lookalike_weight)
+        if prior is not None:
+            free_scores = free_scores + np.array([prior(p) for p in others])
         j = int(free_scores.argmax())
         free_plate, free_score = others[j], float(free_scores[j])
     else:
         free_plate, free_score = plates[b], float(combined[b])
     score = float(combined[b])
     runner = int(order[1]) if len(order) > 1 else None
+    shadow, shadow_score = "", -math.inf
+    if shadows is not None:
+        extra = [p for p in dict.fromkeys(normalise(x) for x in shadows(plates[b])) if p and p not in plates]
+        if extra:
+            sbias = np.array([prior(p) for p in extra]) if prior is not None else np.zeros(len(extra))
+            stable = np.stack([ctc_log_probs(m, extra, lookalike_weight=lookalike_weight) for m in evidence]) + sbias
+            j = int(stable.max(axis=0).argmax())
+            shadow, shadow_score = extra[j], float(stable.max(axis=0)[j])
     return Ranking(
         best=plates[b],
         score=score,
@@ -226,6 +263,9 @@ def rank(
         free_gap=max(0.0, free_score - score) if math.isfinite(free_score) else 0.0,
         matrix=k,
         scores=tuple((plates[i], float(combined[i])) for i in order),
+        twin=twins[0] if twins else "",
+        shadow=shadow,
+        shadow_score=shadow_score,
     )
 
 
@@ -247,6 +287,7 @@ def accept(ranking: Ranking | None, thresholds: Thresholds) -> bool:
     """True when ``ranking.best`` clears the threshold and both margins."""
     return (
         ranking is not None
+        and not ranking.twin
         and ranking.score_norm >= thresholds.min_score_norm
         and ranking.margin >= thresholds.min_margin
         and ranking.free_gap <= thresholds.max_free_gap
@@ -264,6 +305,8 @@ def rank_photos(
     *,
     free: Sequence[Sequence[Sequence[str]]] | None = None,
     lookalike_weight: float = 0.0,
+    prior: Callable[[str], float] | None = None,
+    shadows: Callable[[str], Iterable[str]] | None = None,
     floor: float = PHOTO_FLOOR,
 ) -> Ranking | None:
     """Rank ``candidates`` on several photos (frames) of one vehicle: evidence accumulates.
@@ -282,7 +325,8 @@ def rank_photos(
         return None
     per: list[tuple[int, Ranking]] = []
     for i, mats in looks:
-        r = rank(mats, plates, free=free[i] if free is not None else None, lookalike_weight=lookalike_weight)
+        r = rank(mats, plates, free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
+                 prior=prior, shadows=shadows)
         if r is not None:
             per.append((i, r))
     if not per:
@@ -296,10 +340,17 @@ def rank_photos(
     order = sorted(plates, key=lambda p: -combined[p])
     best = order[0]
     gaps: list[tuple[float, str, float]] = []
+    twins: list[str] = []
+    shadowed: list[tuple[float, str]] = []
     for i, _ in kept:
-        one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight)
+        one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
+                   prior=prior, shadows=shadows)
         if one is not None:
             gaps.append((one.free_gap, one.free, one.free_score))
+            if one.twin:
+                twins.append(one.twin)
+            if one.shadow:
+                shadowed.append((one.shadow_score, one.shadow))
     gap, free_plate, free_score = max(gaps) if gaps else (0.0, best, combined[best])
     runner = order[1] if len(order) > 1 else ""
     return Ranking(
@@ -313,4 +364,18 @@ def rank_photos(
         free_gap=sum(g for g, _, _ in gaps) / max(1, len(gaps)),
         matrix=-1,
         scores=tuple((p, combined[p]) for p in order),
+        twin=twins[0] if twins else "",
+        shadow=max(shadowed)[1] if shadowed else "",
+        shadow_score=sum(sc for sc, _ in shadowed) / len(kept) if len(shadowed) == len(kept) else -math.inf,
     )
+
+
+def single_swaps(plate: str) -> list[str]:
+    """``plate`` with one character swapped for a look-alike (each group member in turn)."""
+    out = []
+    for i, ch in enumerate(plate):
+        group = _LOOKALIKE_GROUP.get(ch)
+        if group is None:
+            continue
+        out += [plate[:i] + other + plate[i + 1:] for other in LOOKALIKES[group] if other != ch]
+    return out
