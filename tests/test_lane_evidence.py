@@ -250,3 +250,13 @@ def test_whole_plate_check_follows_the_region_grammar() -> None:
     assert us("6PGM335") and not us("6PGM") and not us("AGEN")
     eu = whole_plate_check("eu", {"eu": ["LLLLLLN"]})
     assert eu("AB123CD") and eu("PERMITS1"[:6] + "1") and not eu("AB12")
+
+
+def test_two_different_unread_cars_in_a_row_are_two_no_reads(lot: EvidenceLot) -> None:
+    lot.one(EXIT, Read("AB1"), glimpse("AB1"))
+    lot.clock.advance(2)
+    kind, _ = lot.one(EXIT, Read("XY9"), glimpse("XY9"))
+    assert kind == "no_read" and len(lot.events("no_read")) == 2
+    lot.clock.advance(2)  # the second car's photo again: the same vehicle, noted once
+    assert lot.one(EXIT, Read("XY9"), glimpse("XY9")) == ("same_vehicle", None)
+    assert len(lot.events("no_read")) == 2 and len(lot.events("same_vehicle")) == 1

@@ -239,6 +239,7 @@ class Recent:
     reason: str
     last_seen: float
     photos: tuple[tuple[Glimpse, ...], ...] = ()
+    guesses: tuple[str, ...] = ()
 
 
 class SameVehicleHoldOff:
@@ -249,11 +250,12 @@ class SameVehicleHoldOff:
         self._clock = clock
         self._recent: list[Recent] = []
 
-    def earlier(self, read: str) -> Recent | None:
+    def earlier(self, read: str, guesses: tuple[str, ...] = ()) -> Recent | None:
         """The vehicle this camera read continues, if it was decided within the hold-off.
 
         The same plate (look-alikes cheap), or, for a read with no whole plate, the last
-        vehicle that had none either.
+        vehicle that had none either and whose guesses share one (or neither has any): two
+        unread cars in a row are two cars, each with its own no-read.
         """
         if self.window_s <= 0:
             return None
@@ -262,19 +264,27 @@ class SameVehicleHoldOff:
         for recent in reversed(self._recent):
             if read and any(p and plate_distance(read, p) <= SAME_PLATE_DISTANCE for p in (recent.read, recent.plate)):
                 return recent
-            if not read and not recent.read:
+            if not read and not recent.read and _guesses_meet(guesses, recent.guesses):
                 return recent
         return None
 
     def remember(
         self, *, read: str, plate: str, opened: bool, reason: str, photos: tuple[tuple[Glimpse, ...], ...],
-        replaces: Recent | None = None,
+        guesses: tuple[str, ...] = (), replaces: Recent | None = None,
     ) -> None:
         if replaces is not None and replaces in self._recent:
             self._recent.remove(replaces)
-        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos))
+        merged = tuple(dict.fromkeys((*guesses, *(replaces.guesses if replaces is not None else ()))))
+        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos, merged))
 
     def seen_again(self, recent: Recent, photos: tuple[tuple[Glimpse, ...], ...]) -> None:
         """The same vehicle again with no new decision: its window starts over, its evidence grows."""
         recent.last_seen = self._clock.monotonic()
         recent.photos = photos
+
+
+def _guesses_meet(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Two no-reads look like one vehicle: a guess in common (within one look-alike-cheap edit), or none at all."""
+    if not a and not b:
+        return True
+    return any(plate_distance(x, y) <= SAME_PLATE_DISTANCE for x in a for y in b)

@@ -88,7 +88,7 @@ class DecisionSequence:
         evidence = tuple(photos)
         with self.decision_lock:
             now = self.clock.now()
-            earlier = self.hold_off.earlier(plate) if source == "camera" else None
+            earlier = self.hold_off.earlier(plate, tuple(guesses)) if source == "camera" else None
             if earlier is not None and earlier.opened and plate:
                 self._same_vehicle(earlier, evidence, plate_read, frame, None)
                 return None
@@ -122,7 +122,7 @@ class DecisionSequence:
             if source == "camera":
                 self.hold_off.remember(
                     read=plate, plate=decision.plate, opened=decision.open, reason=_reason(decision),
-                    photos=evidence, replaces=earlier,
+                    photos=evidence, guesses=tuple(guesses), replaces=earlier,
                 )
         self.actuator.show_decision(decision, plate=decision.plate or plate)
         self.wake()
@@ -160,7 +160,9 @@ class DecisionSequence:
         event_id = self.recorder.record_no_read(
             photo=photo, guesses=guesses, candidates=decision.candidates, message=message
         )
-        self.hold_off.remember(read="", plate="", opened=False, reason=NO_READ, photos=evidence, replaces=earlier)
+        self.hold_off.remember(
+            read="", plate="", opened=False, reason=NO_READ, photos=evidence, guesses=tuple(guesses), replaces=earlier
+        )
         self.actuator.show_no_read()
         self.wake()
         outcome = LaneOutcome(
