@@ -49,6 +49,9 @@ GLYPHS: dict[str, str] = {"|": "1I", "!": "1I", "]": "1I", "$": "S"}
 LOOKALIKES: tuple[str, ...] = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
 
 _NEG = -1e30
+
+#: With grammar readings given, compare with them only (not also the raw best path).
+GRAMMAR_FREE = True
 _TINY = 1e-12
 
 
@@ -204,6 +207,7 @@ def rank(
     lookalike_weight: float = 0.0,
     prior: Callable[[str], float] | None = None,
     shadows: Callable[[str], Iterable[str]] | None = None,
+    shadow_prior: float = 0.0,
 ) -> Ranking | None:
     """Rank ``candidates`` (normalised plates) against folded matrices of one vehicle.
 
@@ -226,11 +230,11 @@ def rank(
     order = np.argsort(-combined, kind="stable")
     b = int(order[0])
     k = int(table[:, b].argmax())
-    readings = {best_path(evidence[k])}
     grammar_readings: set[str] = set()
     if free is not None and k < len(free):
         grammar_readings = {normalise(r) for r in free[k] if normalise(r)}
-        readings |= grammar_readings
+    # The free reading: the grammar's (layout and look-alikes by position), else the raw best path.
+    readings = set(grammar_readings) if grammar_readings and GRAMMAR_FREE else {best_path(evidence[k])} | grammar_readings
     readings.discard("")
     twins = sorted(r for r in grammar_readings if r != plates[b] and lookalike_twins(r, plates[b]))
     others = sorted(readings - {plates[b]})
@@ -249,7 +253,8 @@ def rank(
         extra = [p for p in dict.fromkeys(normalise(x) for x in shadows(plates[b])) if p and p not in plates]
         if extra:
             sbias = np.array([prior(p) for p in extra]) if prior is not None else np.zeros(len(extra))
-            stable = np.stack([ctc_log_probs(m, extra, lookalike_weight=lookalike_weight) for m in evidence]) + sbias
+            stable = np.stack([ctc_log_probs(m, extra, lookalike_weight=lookalike_weight) for m in evidence])
+            stable = stable + sbias + shadow_prior
             j = int(stable.max(axis=0).argmax())
             shadow, shadow_score = extra[j], float(stable.max(axis=0)[j])
     return Ranking(
@@ -307,6 +312,7 @@ def rank_photos(
     lookalike_weight: float = 0.0,
     prior: Callable[[str], float] | None = None,
     shadows: Callable[[str], Iterable[str]] | None = None,
+    shadow_prior: float = 0.0,
     floor: float = PHOTO_FLOOR,
 ) -> Ranking | None:
     """Rank ``candidates`` on several photos (frames) of one vehicle: evidence accumulates.
@@ -326,7 +332,7 @@ def rank_photos(
     per: list[tuple[int, Ranking]] = []
     for i, mats in looks:
         r = rank(mats, plates, free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
-                 prior=prior, shadows=shadows)
+                 prior=prior, shadows=shadows, shadow_prior=shadow_prior)
         if r is not None:
             per.append((i, r))
     if not per:
@@ -344,7 +350,7 @@ def rank_photos(
     shadowed: list[tuple[float, str]] = []
     for i, _ in kept:
         one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
-                   prior=prior, shadows=shadows)
+                   prior=prior, shadows=shadows, shadow_prior=shadow_prior)
         if one is not None:
             gaps.append((one.free_gap, one.free, one.free_score))
             if one.twin:
