@@ -22,7 +22,7 @@ import pytest
 from gatekeeper.lane.evidence import whole_plate_check
 from gatekeeper.vision.reader import Glimpse, Observation, PlateRead
 from gatekeeper.vision.scoring import CHARS
-from tests.test_lane_scenarios import ENTRY, EXIT, Frame, Lot, Read, make_lot
+from tests.test_lane_scenarios import ENTRY, EXIT, Frame, Lot, Read
 
 SURE = 0.97
 
