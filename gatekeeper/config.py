@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gatekeeper.rules import MatchThresholds
 from gatekeeper.vision.camera.spec import parse_spec
 
 CONFIG_ENV = "GATEKEEPER_CONFIG"
@@ -102,7 +103,13 @@ class LaneConfig(Section):
         10.0, ge=0, le=600, description="the same plate read again within this time is the same vehicle"
     )
     read_window_s: float = Field(
-        2.0, gt=0, le=60, description="longest time spent reading frames of one vehicle before deciding"
+        2.0, gt=0, le=60,
+        description="longest time spent reading frames of a vehicle still present before deciding "
+        "(it is decided sooner once a whole read is accept_confidence sure)",
+    )
+    no_read_message: str = Field(
+        "Plate not read - please press the call button", min_length=1, max_length=80,
+        description="what the display shows when nothing usable was read (a no_read event is recorded)",
     )
 
 
@@ -131,6 +138,22 @@ class AnprConfig(Section):
     plate_detector: bool = Field(
         False, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
     )
+    match_min_score: float = Field(
+        MatchThresholds.min_score_norm, ge=-10, le=0,
+        description="closed-vocabulary matching: per-character log-probability the best candidate needs",
+    )
+    match_min_margin: float = Field(
+        MatchThresholds.min_margin, ge=0, le=50,
+        description="closed-vocabulary matching: nats the best candidate must beat the runner-up by",
+    )
+    match_max_free_gap: float = Field(
+        MatchThresholds.max_free_gap, ge=0, le=50,
+        description="closed-vocabulary matching: nats the free reading may be more likely than the best candidate",
+    )
+
+    @property
+    def match_thresholds(self) -> MatchThresholds:
+        return MatchThresholds(self.match_min_score, self.match_min_margin, self.match_max_free_gap)
 
 
 class RulesConfig(Section):

@@ -75,8 +75,8 @@ class Event(Outbound):
     lot: str
     lane: str | None = Field(description="lane id, null for lot-wide events")
     kind: str = Field(
-        description="entry, exit, denied, paid, edited, deleted, alarm, rejected, open (manual/remote), "
-        "upload_failed, ... (the last topic level repeats it)"
+        description="entry, exit, denied, no_read, no_read_resolved, paid, edited, deleted, alarm, rejected, "
+        "open (manual/remote), upload_failed, ... (the last topic level repeats it)"
     )
     at: datetime = Field(description="when it happened, ISO 8601 with offset (UTC)")
     plate: str = Field(description="normalised plate, '' when none was read")
@@ -101,6 +101,28 @@ class LaneEvent(Event):
     candidates: list[str] | None = None
     match_distance: float | None = None
     reservation_id: str | None = None
+
+
+class NoReadEvent(Event):
+    """``events/no_read``: a vehicle at a lane of which nothing usable was read; the barrier stayed shut."""
+
+    kind: Literal["no_read"]
+    direction: Literal["entry", "exit"]
+    image: str | None = Field(description="photo reference, as for lane events (null when none was kept)")
+    photo: str | None = Field(None, description="the photo's path on the edge device")
+    guesses: list[str] = Field(description="the reader's best guesses (partial or unlikely readings), best first")
+    candidates: list[str] = Field(
+        default_factory=list, description="sessions (exit) or allow-list/reservation plates (entry) close to the evidence"
+    )
+
+
+class NoReadResolvedEvent(Event):
+    """``events/no_read_resolved``: a technician said which plate or session an unread vehicle was."""
+
+    kind: Literal["no_read_resolved"]
+    no_read_id: str = Field(description="the id of the no_read event resolved")
+    by: str = Field(description="who resolved it")
+    direction: Literal["entry", "exit"]
 
 
 class PaidEvent(Event):
@@ -305,6 +327,8 @@ EVENT_MODELS: dict[str, type[Event]] = {
     "denied": LaneEvent,
     "paid": PaidEvent,
     "rejected": RejectedEvent,
+    "no_read": NoReadEvent,
+    "no_read_resolved": NoReadResolvedEvent,
 }
 
 
@@ -383,6 +407,8 @@ SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "lane_event.json": LaneEvent,
     "paid_event.json": PaidEvent,
     "rejected_event.json": RejectedEvent,
+    "no_read_event.json": NoReadEvent,
+    "no_read_resolved_event.json": NoReadResolvedEvent,
     "occupancy.json": Occupancy,
     "gate_state.json": GateState,
     "reply.json": Reply,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Protocol, Sequence
 
 _NON_ALNUM = re.compile(r"[^A-Z0-9]")
 
@@ -201,9 +201,37 @@ class LotState:
 
 
 @dataclass(frozen=True)
+class MatchThresholds:
+    """When closed-vocabulary scoring may take its best candidate (docs/anpr.md, calibration).
+
+    ``min_score_norm``: per-character natural-log probability of the best candidate;
+    ``min_margin``: nats it must beat the runner-up by; ``max_free_gap``: nats the free
+    (unconstrained) reading may be more likely than it.
+    """
+
+    min_score_norm: float = -1.0
+    min_margin: float = 3.0
+    max_free_gap: float = 2.0
+
+
+@dataclass(frozen=True)
 class Policy:
     anti_passback: Literal["deny", "reuse"] = "deny"
     match_max_distance: float = 1.0
+    thresholds: MatchThresholds = MatchThresholds()
+
+
+class PlateScores(Protocol):
+    """Known plates ranked on one vehicle's probabilities (``vision.scoring.Ranking``)."""
+
+    best: str
+    score_norm: float
+    free_gap: float
+    scores: tuple[tuple[str, float], ...]
+    twin: str  # the evidence's own reading, ``best`` with look-alikes swapped ('' when none)
+
+    @property
+    def margin(self) -> float: ...
 
 
 # --------------------------------------------------------------------------- outputs
@@ -311,6 +339,43 @@ def match_session(
     return None, tuple(scored)
 
 
+def scored_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> str | None:
+    """The best candidate when it clears the threshold, the margin over the runner-up and the free gap."""
+    if scores is None or not scores.best or scores.twin:
+        return None
+    if (
+        scores.score_norm >= thresholds.min_score_norm
+        and scores.margin >= thresholds.min_margin
+        and scores.free_gap <= thresholds.max_free_gap
+    ):
+        return scores.best
+    return None
+
+
+def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) -> bool:
+    """The best candidate fits the evidence, but another fits nearly as well: an attendant must choose."""
+    return (
+        scores is not None
+        and bool(scores.best)
+        and scores.score_norm >= thresholds.min_score_norm
+        and (bool(scores.twin) or (scores.free_gap <= thresholds.max_free_gap and scores.margin < thresholds.min_margin))
+    )
+
+
+def _fallback_allowed(scores: PlateScores, thresholds: MatchThresholds) -> bool:
+    """Only the score threshold failed: no rival within the margin, nothing likelier in the evidence."""
+    return not scores.twin and scores.margin >= thresholds.min_margin and scores.free_gap <= thresholds.max_free_gap
+
+
+def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
+    """The candidates within the margin of the best (what the attendant chooses among)."""
+    if not scores.scores:
+        return ()
+    top = scores.scores[0][1]
+    close = tuple(p for p, s in scores.scores[:limit] if top - s < max(thresholds.min_margin, 1e-9) or p == scores.best)
+    return close + ((scores.twin,) if scores.twin and scores.twin not in close else ())
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -326,9 +391,23 @@ def decide_entry(
     lists: Sequence[ListEntry] = (),
     reservations: Sequence[Reservation] = (),
     policy: Policy = Policy(),
+    scores: PlateScores | None = None,
 ) -> Decision:
-    """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot)."""
+    """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot).
+
+    ``plate`` is a whole read ('' when there is none). ``scores`` ranks the active allow-list
+    and reservation plates on the vehicle's probabilities: when the lot is full and the read is
+    not one of them (or there is no read), a candidate that clears ``policy.thresholds`` is the
+    plate; a full lot is the only place it changes the outcome.
+    """
     key = normalise_plate(plate)
+    privileged = {r.plate for r in reservations if r.active(now)} | {
+        e.plate for e in lists if e.kind == "allow" and e.active(now)
+    }
+    if (not key or (lot.free <= 0 and key not in privileged)) and (
+        chosen := scored_choice(scores, policy.thresholds)
+    ) is not None and chosen in privileged:
+        key = chosen
     if not key:
         return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
     if _active_list(key, lists, "deny", now):
@@ -371,23 +450,60 @@ def decide_exit(
     tariff: Tariff,
     lists: Sequence[ListEntry] = (),
     policy: Policy = Policy(),
+    scores: PlateScores | None = None,
 ) -> Decision:
-    """Exit lane: match the read to an open session, then paid/grace/fee."""
+    """Exit lane: match the vehicle to a session inside, then paid/grace/fee.
+
+    With ``scores`` (the plates inside ranked on the vehicle's probabilities) the scorer
+    decides: its best candidate when it clears ``policy.thresholds``; shut with the close
+    candidates when another fits nearly as well. The whole read ``plate`` is matched by
+    :func:`match_session` only where the scorer agrees or has no view (see docs/anpr.md).
+    """
     key = normalise_plate(plate)
-    if not key:
-        return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
-    match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
-    if match is None:
-        if candidates:
+    if scores is not None:
+        chosen = scored_choice(scores, policy.thresholds)
+        by_plate = {s.plate: s for s in sessions if s.status != "closed"}
+        if chosen is None and scored_ambiguous(scores, policy.thresholds):
+            close = _close_candidates(scores, policy.thresholds)
             return Decision(
                 False,
                 Reason.AMBIGUOUS,
                 MESSAGES[Reason.AMBIGUOUS],
                 plate=key,
-                candidates=tuple(c.session.plate for c in candidates),
-                detail="candidate sessions: " + ", ".join(f"#{c.session.id} {c.session.plate}" for c in candidates),
+                candidates=close,
+                detail="candidate sessions: "
+                + ", ".join(f"#{by_plate[p].id} {p}" if p in by_plate else p for p in close),
             )
-        return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
+        match = None
+        if chosen is not None and chosen in by_plate:
+            match = Match(by_plate[chosen], 0.0 if chosen == key else plate_distance(key, chosen) if key else 0.0)
+        elif key and _fallback_allowed(scores, policy.thresholds):
+            # The scorer is unsure only because the evidence is weak: the whole read may still
+            # match, when the scorer's own best is that very session.
+            found, _ = match_session(key, sessions, max_distance=policy.match_max_distance)
+            if found is not None and found.session.plate == scores.best:
+                match = found
+        if match is None:
+            if not key:
+                return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE], candidates=_close_candidates(
+                    scores, policy.thresholds))
+            return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
+    else:
+        if not key:
+            return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
+        match, candidates = match_session(key, sessions, max_distance=policy.match_max_distance)
+        if match is None:
+            if candidates:
+                return Decision(
+                    False,
+                    Reason.AMBIGUOUS,
+                    MESSAGES[Reason.AMBIGUOUS],
+                    plate=key,
+                    candidates=tuple(c.session.plate for c in candidates),
+                    detail="candidate sessions: "
+                    + ", ".join(f"#{c.session.id} {c.session.plate}" for c in candidates),
+                )
+            return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
     session = match.session
     common = dict(plate=session.plate, session_id=session.id, match_distance=match.distance)
     if _active_list(session.plate, lists, "allow", now):

@@ -362,6 +362,25 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
         shut = cli(config, "arrive", "exit-1", "--plate", "ZZ 999 ZZ")  # never entered: the lane refuses
         assert shut.returncode == 1 and "ZZ999ZZ -> SHUT" in shut.stdout, (shut.stdout, shut.stderr)
 
+        # A partial plate is no plate: a no_read event and the display says what to do; the
+        # technician resolves it from the CLI, through the daemon, and that is an event too.
+        drop_photo(tmp_path / "cameras" / "entry-1", "car-partial", draw_plate_scene("XY12"))
+        status = wait_for_status(
+            control, lambda s: (lane_status(s, "entry-1").get("last") or {}).get("reason") == "no_read"
+        )
+        no_read = lane_status(status, "entry-1")["last"]
+        assert no_read["open"] is False and status["occupancy"]["occupied"] == 0
+        assert lane_status(status, "entry-1")["display"] == "Plate not read - please press the call button"
+        listed = cli(config, "events")
+        assert f"gatekeeper resolve {no_read['event_id']} --plate P" in listed.stdout
+        resolved = cli(config, "resolve", no_read["event_id"], "--plate", "xy-123 zz", "--by", "tech")
+        assert resolved.returncode == 0, resolved.stderr
+        assert "resolved as XY123ZZ" in resolved.stdout and "-> OPEN" in resolved.stdout
+        again = cli(config, "resolve", no_read["event_id"], "--plate", "XY123ZZ")
+        assert again.returncode == 1 and "resolved already" in again.stderr
+        bad = cli(config, "resolve", "no-such-event", "--plate", "XY123ZZ")
+        assert bad.returncode == 1 and "no no_read event" in bad.stderr and "Traceback" not in bad.stderr
+
         # SIGHUP reloads lists and tariff and says so in an event. Waited for in the file the
         # daemon writes (its RELOADING=1/READY=1 datagrams may be dropped when the queue is full).
         proc.send_signal(signal.SIGHUP)
@@ -390,14 +409,14 @@ def test_run_sim_control_socket_and_sigterm(tmp_path: Path, systemd: FakeSystemd
     events = db.execute("SELECT kind, lane, reason, plate, data FROM events ORDER BY seq").fetchall()
     kinds = [e[0] for e in events]
     assert kinds[0] == "daemon_started" and kinds[-1] == "daemon_stopped"
-    for expected in ("entry", "passed", "exit", "open_manual", "reloaded"):
+    for expected in ("entry", "passed", "exit", "open_manual", "reloaded", "no_read", "no_read_resolved"):
         assert expected in kinds, kinds
     manual = next(e for e in events if e[0] == "open_manual")
     assert "delivery van without plate" in manual[4]
     typed = next(e for e in events if e[0] == "exit")
     assert json.loads(typed[4])["by"].startswith("intercom-op") and json.loads(typed[4])["source"] == "operator"
     sessions = db.execute("SELECT plate, status, source, exit_lane FROM sessions").fetchall()
-    assert sessions == [("AB123CD", "closed", "camera", "exit-1")]
+    assert sessions == [("AB123CD", "closed", "camera", "exit-1"), ("XY123ZZ", "open", "operator", None)]
     pending = db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
     assert pending >= len([k for k in kinds if k in ("entry", "exit", "passed", "open_manual")])
     db.close()

@@ -251,3 +251,78 @@ def test_exit_ambiguous_stays_shut_and_lists_candidates() -> None:
     assert (d.open, d.reason, d.message) == (False, Reason.AMBIGUOUS, "Please see attendant")
     assert set(d.candidates) == {"KA1234", "KA1235"}
     assert "#1 KA1234" in d.detail and "#2 KA1235" in d.detail
+
+
+# --------------------------------------------------------------------------- closed-vocabulary scores
+
+
+from dataclasses import dataclass as _dataclass
+
+from gatekeeper.rules import MatchThresholds, Policy as _Policy, decide_entry as _decide_entry, decide_exit as _decide_exit
+
+
+@_dataclass(frozen=True)
+class Scores:
+    best: str
+    score_norm: float
+    margin: float
+    free_gap: float
+    scores: tuple[tuple[str, float], ...] = ()
+    twin: str = ""
+
+
+STRICT = _Policy(thresholds=MatchThresholds(min_score_norm=-0.5, min_margin=3.0, max_free_gap=2.0))
+
+
+def test_exit_never_opens_when_the_evidence_reads_a_look_alike_twin_of_the_best() -> None:
+    """The grammar reads NYM7544, the best session is NYM7S44: a car not inside could be the twin."""
+    sessions = [session(1, "NYM7S44", status="paid", paid_at=NOW)]
+    d = _decide_exit("NYM7544", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("NYM7S44", -0.1, 20.0, 0.0, (("NYM7S44", -0.7),), twin="NYM7544"))
+    assert (d.open, d.reason) == (False, Reason.AMBIGUOUS) and "NYM7544" in d.candidates
+
+
+def test_exit_scorer_choice_opens_the_session_whatever_the_string_read() -> None:
+    sessions = [session(1, "AB123CD", status="paid", paid_at=NOW), session(2, "KL456MN")]
+    d = _decide_exit("", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("AB123CD", -0.1, 9.0, 0.0, (("AB123CD", -1.0), ("KL456MN", -40.0))))
+    assert (d.open, d.session_id, d.reason) == (True, 1, Reason.PAID)
+
+
+def test_exit_scorer_close_call_stays_shut_even_when_the_read_is_exact() -> None:
+    sessions = [session(1, "AB812CD", status="paid", paid_at=NOW), session(2, "ABB12CD", status="paid", paid_at=NOW)]
+    d = _decide_exit("AB812CD", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("AB812CD", -0.2, 0.4, 0.0, (("AB812CD", -1.4), ("ABB12CD", -1.8))))
+    assert (d.open, d.reason) == (False, Reason.AMBIGUOUS) and set(d.candidates) == {"AB812CD", "ABB12CD"}
+
+
+def test_exit_string_fallback_never_opens_against_the_evidence() -> None:
+    """The read is one edit from a session, but the evidence says the read, not the session."""
+    sessions = [session(1, "AB123CD", status="paid", paid_at=NOW)]
+    d = _decide_exit("AB128CD", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("AB123CD", -1.4, float("inf"), 9.0, (("AB123CD", -10.0),)))
+    assert (d.open, d.reason) == (False, Reason.NO_ENTRY_RECORD)
+
+
+def test_exit_string_fallback_when_only_the_score_is_weak() -> None:
+    sessions = [session(1, "AB123CD", status="paid", paid_at=NOW), session(2, "XY987ZZ")]
+    d = _decide_exit("AB123CD", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("AB123CD", -0.9, 12.0, 0.5, (("AB123CD", -6.0), ("XY987ZZ", -30.0))))
+    assert (d.open, d.session_id) == (True, 1)
+
+
+def test_exit_no_read_without_a_confident_candidate() -> None:
+    sessions = [session(1, "AB123CD")]
+    d = _decide_exit("", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("AB123CD", -2.5, float("inf"), 6.0, (("AB123CD", -17.0),)))
+    assert (d.open, d.reason) == (False, Reason.NO_PLATE)
+
+
+def test_entry_scores_only_let_privileged_plates_into_a_full_lot() -> None:
+    lot = LotState(capacity=1, sessions=[session(1, "AB123CD")])
+    allow = [ListEntry("PERMIT1", "allow")]
+    sure = Scores("PERMIT1", -0.1, float("inf"), 0.0, (("PERMIT1", -0.7),))
+    d = _decide_entry("", now=NOW, lot=lot, lists=allow, policy=STRICT, scores=sure)
+    assert (d.open, d.reason, d.plate) == (True, Reason.ENTRY_ALLOWED, "PERMIT1")
+    weak = Scores("PERMIT1", -1.5, float("inf"), 5.0, (("PERMIT1", -10.0),))
+    assert _decide_entry("PERM1T7", now=NOW, lot=lot, lists=allow, policy=STRICT, scores=weak).reason == Reason.FULL

@@ -20,7 +20,7 @@ from gatekeeper.config import DISCOVERY_ORDER
 #: Modules that add their own subcommands with ``register(subparsers)``, in help order.
 CORE_COMMANDS = (config_check, status, sessions, events)
 #: Optional parts, skipped when not installed in this build.
-COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon", "gatekeeper.cli.doctor")
+COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon", "gatekeeper.cli.doctor", "gatekeeper.cli.resolve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any, Sequence
 
@@ -20,9 +21,24 @@ def _print_events(rows: Sequence[dict[str, Any]], settings: Settings, as_json: b
         session = f"#{r['session_id']}" if r["session_id"] else "-"
         print(
             f"{r['at']}  {r['lane'] or '-':<10} {r['kind']:<12} {r['reason'] or '-':<22} "
-            f"{r['plate'] or '-':<10} {session:<6} {r['message'] or ''}".rstrip(),
+            f"{r['plate'] or '-':<10} {session:<6} {r['message'] or ''}".rstrip() + _no_read_hint(row),
             flush=True,
         )
+
+
+def _no_read_hint(row: dict[str, Any]) -> str:
+    """For a no_read: the reader's guesses and the command that resolves it."""
+    if row.get("kind") != "no_read":
+        return ""
+    data = row.get("data") or {}
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = {}
+    guesses = ", ".join(data.get("guesses") or []) or "none"
+    how = "--session ID" if data.get("direction") == "exit" else "--plate P"
+    return f" [guesses: {guesses}; photo: {data.get('photo') or '-'}; gatekeeper resolve {row['id']} {how}]"
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -24,15 +24,20 @@ ALARM_EVENTS = {
 
 REFUSED_MESSAGE = "Please see attendant"
 MANUAL_OPEN_MESSAGE = "Please drive through"
+#: What the display says when nothing usable was read (``lane.no_read_message``).
+NO_READ_MESSAGE = "Plate not read - please press the call button"
 
 
 class Actuator:
     """The lane's barrier and display, driven in the order the decision allows."""
 
-    def __init__(self, *, lane_id: str, barrier: Barrier, display: Display) -> None:
+    def __init__(
+        self, *, lane_id: str, barrier: Barrier, display: Display, no_read_text: str = NO_READ_MESSAGE
+    ) -> None:
         self.lane_id = lane_id
         self.barrier = barrier
         self.display = display
+        self.no_read_text = no_read_text
 
     def open(self, *, reason: str, by: str) -> None:
         """Only after the decision (or manual open) is durable."""
@@ -44,6 +49,10 @@ class Actuator:
     def show_refused(self, *, plate: str) -> None:
         """The decision could not be recorded: the barrier stays shut, the driver is told to ask."""
         self.display.show(REFUSED_MESSAGE, plate=plate, kind="error")
+
+    def show_no_read(self) -> None:
+        """Nothing usable was read: the barrier stays shut and the driver is told what to do."""
+        self.display.show(self.no_read_text, kind="no_read")
 
     def show_manual_open(self, *, kind: str) -> None:
         self.display.show(MANUAL_OPEN_MESSAGE, kind=kind)

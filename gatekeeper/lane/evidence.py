@@ -1,18 +1,17 @@
-"""Gathering the evidence for one vehicle: frames -> reads -> one consolidated plate.
+"""Gathering the evidence for one vehicle: frames -> reads and probabilities -> one decision.
 
-The worker hands each frame and its read to :class:`EvidenceGatherer`; it says
-when a vehicle's evidence is complete (the consolidator is sure, the read window
-ran out, a watch-folder still arrived, or the arrival loop emptied). Time comes
-from the injected clock, so a test moves the read window with ``FakeClock``.
+The worker hands each frame's read and its probabilities (:class:`Glimpse`: one per crop the
+reader looked at) to :class:`EvidenceGatherer`. Only a *whole* read (a plate of one of the
+lane's listed layouts, not a fallback: ``6PGM`` of ``6PGM335`` is not one) goes to the
+consolidator as a plate; every crop's probabilities accumulate in :class:`VehicleEvidence`
+for closed-vocabulary scoring. The vehicle is complete when a whole read is sure enough (or
+``anpr.max_frames`` frames were read), when the read window ends while it is still there, when a
+watch-folder still arrived (one file, one vehicle), or when the arrival loop empties. Time
+comes from the injected clock, so a test moves the read window with ``FakeClock``.
 
-:class:`SameVehicleHoldOff` remembers recent decisions so a vehicle read again
-moments later is not decided twice.
-
-Where the next steps go (issue 11): evidence that accumulates as probabilities
-while the vehicle waits belongs in :class:`VehicleEvidence` (keep per-frame
-recogniser outputs beside ``reads``) and in :meth:`EvidenceGatherer.add` (when a
-vehicle is complete); a same-vehicle photo adding evidence instead of being
-dropped belongs in :class:`SameVehicleHoldOff`.
+:class:`SameVehicleHoldOff` remembers recent vehicles: a new photo of a refused vehicle adds its
+evidence to the earlier one and is decided again on both; a vehicle that was let through is
+never let through twice.
 """
 
 from __future__ import annotations
@@ -22,13 +21,39 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gatekeeper.lane.ports import Clock, Consolidator, ConsolidatorFactory, Frame, PlateRead, PlateReader
-from gatekeeper.rules import Decision, plate_distance
+from gatekeeper.lane.ports import (
+    Clock,
+    Consolidator,
+    ConsolidatorFactory,
+    EvidenceReader,
+    Frame,
+    Glimpse,
+    PlateRead,
+    PlateReader,
+    WholePlate,
+)
+from gatekeeper.rules import normalise_plate, plate_distance
 
 log = logging.getLogger(__name__)
 
 #: A camera read this close to an earlier plate (look-alikes count a quarter) is the same plate.
 SAME_PLATE_DISTANCE = 1.0
+
+#: Photos (frames with crops read) kept per vehicle, the newest: a car waiting long is not scored on hundreds.
+MAX_PHOTOS = 12
+
+
+def whole_plate_check(region: str, formats: dict[str, list[str]] | None = None) -> WholePlate:
+    """The lane's grammar as a predicate: True for a plate that fits a listed (non-fallback) layout."""
+    from gatekeeper.vision.plate_formats import PlateGrammar
+
+    layouts = [layout for layout in PlateGrammar.for_region(region, formats or {}).layouts if not layout.fallback]
+
+    def whole(plate: str) -> bool:
+        key = normalise_plate(plate)
+        return bool(key) and any(layout.fits(key) for layout in layouts)
+
+    return whole
 
 
 class FrameReader:
@@ -57,40 +82,66 @@ class FrameReader:
         self.beat = beat
         self.reads = 0
 
-    def read(self, frame: Frame) -> PlateRead | None:
+    def read(self, frame: Frame) -> tuple[PlateRead | None, tuple[Glimpse, ...]]:
+        """The frame's read (or None) and its probabilities (empty from a reader without them)."""
         try:
             with self.lock:
                 self.beat()
-                read = self.reader.read(frame.image, region=self.region, roi=self.roi)
+                if isinstance(self.reader, EvidenceReader):
+                    seen = self.reader.observe(frame.image, region=self.region, roi=self.roi)
+                    read, glimpses = seen.read, tuple(seen.evidence)
+                else:
+                    read, glimpses = self.reader.read(frame.image, region=self.region, roi=self.roi), ()
         except Exception as exc:
             self.on_error(f"reader: {exc}")
             log.exception("lane %s: reading frame %s failed; skipping it", self.lane_id, frame.seq)
-            return None
+            return None, ()
         if read is not None:
             self.reads += 1
             log.debug("lane %s frame %s: %s (%.2f)", self.lane_id, frame.seq, read.text, read.confidence)
-        return read
+        return read, glimpses
 
 
 @dataclass
 class VehicleEvidence:
-    """One vehicle being read over several frames."""
+    """One vehicle being read over several frames: whole reads, partial reads, probabilities."""
 
     consolidator: Consolidator
     deadline: float
     started: float
+    is_whole: WholePlate
     reads: list[tuple[PlateRead, Frame]] = field(default_factory=list)
+    partial: list[PlateRead] = field(default_factory=list)
+    photos: list[tuple[Glimpse, ...]] = field(default_factory=list)
     first_frame: Frame | None = None
 
-    def add(self, read: PlateRead | None, frame: Frame) -> None:
-        self.consolidator.add(read)
+    def add(self, read: PlateRead | None, glimpses: tuple[Glimpse, ...], frame: Frame) -> None:
+        whole = read is not None and self.is_whole(read.normalised)
+        self.consolidator.add(read if whole else None)
         if self.first_frame is None:
             self.first_frame = frame
         if read is not None:
-            self.reads.append((read, frame))
+            if whole:
+                self.reads.append((read, frame))
+            else:
+                self.partial.append(read)
+        if glimpses:
+            self.photos = [*self.photos, glimpses][-MAX_PHOTOS:]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to go on: no read of any kind and no crop read."""
+        return not self.reads and not self.partial and not self.photos
 
     def result(self) -> PlateRead | None:
+        """The consolidated whole read, or None."""
         return self.consolidator.result()
+
+    def guesses(self, limit: int = 5) -> list[str]:
+        """What the reader made of it when nothing whole came out: partial reads, then grammar readings."""
+        out = [r.normalised for r in sorted(self.partial, key=lambda r: -r.confidence)]
+        out += [reading for photo in self.photos for g in photo for reading in g.readings]
+        return [p for p in dict.fromkeys(normalise_plate(p) for p in out) if p][:limit]
 
     def frame_for(self, result: PlateRead | None) -> Frame | None:
         """The frame that best shows the chosen plate: the session photo."""
@@ -98,24 +149,35 @@ class VehicleEvidence:
             same = [(r, f) for r, f in self.reads if r.normalised == result.normalised]
             if same:
                 return max(same, key=lambda rf: rf[0].confidence)[1]
-        return self.reads[0][1] if self.reads else self.first_frame
+        if self.reads:
+            return self.reads[0][1]
+        return self.first_frame
 
 
 class EvidenceGatherer:
     """The vehicle being read on one lane, if any, and when its evidence is complete.
 
-    With an arrival loop, frames count only while a vehicle waits on it, and a
-    waiting vehicle with no read still ends in a (no-plate) decision, once per
-    arrival; without one, frames with no read are passing scenery.
+    With an arrival loop, frames count only while a vehicle waits on it, and a waiting
+    vehicle with no read still ends in one no-read, once per arrival (later frames of it
+    are still read: a read that comes later starts a new decision). Without one, frames
+    with no read are passing scenery, except a watch-folder still with crops read: a
+    camera triggered by a vehicle.
     """
 
     def __init__(
-        self, *, consolidator_factory: ConsolidatorFactory, clock: Clock, read_window_s: float, uses_arrival: bool
+        self,
+        *,
+        consolidator_factory: ConsolidatorFactory,
+        clock: Clock,
+        read_window_s: float,
+        uses_arrival: bool,
+        is_whole: WholePlate,
     ) -> None:
         self._factory = consolidator_factory
         self._clock = clock
         self.read_window_s = read_window_s
         self.uses_arrival = uses_arrival
+        self.is_whole = is_whole
         self.vehicle: VehicleEvidence | None = None
         self._was_waiting = False
         self._no_plate_done = False
@@ -139,22 +201,27 @@ class EvidenceGatherer:
         self._was_waiting = waiting
         return None if waiting else self._take()
 
-    def add(self, read: PlateRead | None, frame: Frame) -> VehicleEvidence | None:
-        """One frame's read; returns the vehicle when its evidence is complete."""
+    def add(self, read: PlateRead | None, glimpses: tuple[Glimpse, ...], frame: Frame) -> VehicleEvidence | None:
+        """One frame's read and probabilities; returns the vehicle when its evidence is complete."""
+        snapshot = frame.path is not None  # a camera-triggered still: one file is one vehicle
         if self.vehicle is None:
-            if read is None and (not self.uses_arrival or self._no_plate_done):
+            starts = read is not None or (
+                self.uses_arrival and not self._no_plate_done
+            ) or (snapshot and bool(glimpses))
+            if not starts:
                 return None
             now = self._clock.monotonic()
-            self.vehicle = VehicleEvidence(self._factory(), deadline=now + self.read_window_s, started=now)
-        self.vehicle.add(read, frame)
-        snapshot = frame.path is not None  # a camera-triggered still: one file is one vehicle
+            self.vehicle = VehicleEvidence(
+                self._factory(), deadline=now + self.read_window_s, started=now, is_whole=self.is_whole
+            )
+        self.vehicle.add(read, glimpses, frame)
         if self.vehicle.consolidator.done or snapshot:
             return self._take()
         return None
 
     def finished(self, kind: str) -> None:
-        """How the vehicle ended: after a no-plate decision, the same arrival is not decided again."""
-        if kind == "no_plate":
+        """How the vehicle ended: after a no-read, the same arrival is not declared unread again."""
+        if kind in ("no_read", "same_vehicle"):
             self._no_plate_done = True
 
     def _take(self) -> VehicleEvidence | None:
@@ -163,38 +230,61 @@ class EvidenceGatherer:
 
 
 @dataclass
-class _Recent:
-    plate: str
+class Recent:
+    """A vehicle decided moments ago on this lane."""
+
+    read: str                       # the whole read ('' when none)
+    plate: str                      # the plate decided on ('' for a no-read)
     opened: bool
+    reason: str
     last_seen: float
+    photos: tuple[tuple[Glimpse, ...], ...] = ()
+    guesses: tuple[str, ...] = ()
 
 
 class SameVehicleHoldOff:
-    """The last decision per plate on this lane, for the same-vehicle hold-off (``lane.same_vehicle_s``)."""
+    """Recent vehicles per lane, for the same-vehicle hold-off (``lane.same_vehicle_s``)."""
 
     def __init__(self, *, window_s: float, clock: Clock) -> None:
         self.window_s = window_s
         self._clock = clock
-        self._recent: dict[str, _Recent] = {}
+        self._recent: list[Recent] = []
 
-    def suppresses(self, plate: str, decision: Decision) -> bool:
-        """A camera read of a plate decided moments ago is that vehicle again, not a new one.
+    def earlier(self, read: str, guesses: tuple[str, ...] = ()) -> Recent | None:
+        """The vehicle this camera read continues, if it was decided within the hold-off.
 
-        Suppressed unless its situation changed so that it may now pass (it
-        was refused, then paid while waiting): that one opens.
+        The same plate (look-alikes cheap), or, for a read with no whole plate, the last
+        vehicle that had none either and whose guesses share one (or neither has any): two
+        unread cars in a row are two cars, each with its own no-read.
         """
-        if not plate or self.window_s <= 0:
-            return False
+        if self.window_s <= 0:
+            return None
         now = self._clock.monotonic()
-        for key in [k for k, r in self._recent.items() if now - r.last_seen > self.window_s]:
-            del self._recent[key]
-        for recent in self._recent.values():
-            if plate_distance(plate, recent.plate) <= SAME_PLATE_DISTANCE:
-                if recent.opened or not decision.open:
-                    recent.last_seen = now
-                    return True
-        return False
+        self._recent = [r for r in self._recent if now - r.last_seen <= self.window_s]
+        for recent in reversed(self._recent):
+            if read and any(p and plate_distance(read, p) <= SAME_PLATE_DISTANCE for p in (recent.read, recent.plate)):
+                return recent
+            if not read and not recent.read and _guesses_meet(guesses, recent.guesses):
+                return recent
+        return None
 
-    def remember(self, plate: str, *, opened: bool) -> None:
-        if plate:
-            self._recent[plate] = _Recent(plate, opened, self._clock.monotonic())
+    def remember(
+        self, *, read: str, plate: str, opened: bool, reason: str, photos: tuple[tuple[Glimpse, ...], ...],
+        guesses: tuple[str, ...] = (), replaces: Recent | None = None,
+    ) -> None:
+        if replaces is not None and replaces in self._recent:
+            self._recent.remove(replaces)
+        merged = tuple(dict.fromkeys((*guesses, *(replaces.guesses if replaces is not None else ()))))
+        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos, merged))
+
+    def seen_again(self, recent: Recent, photos: tuple[tuple[Glimpse, ...], ...]) -> None:
+        """The same vehicle again with no new decision: its window starts over, its evidence grows."""
+        recent.last_seen = self._clock.monotonic()
+        recent.photos = photos
+
+
+def _guesses_meet(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Two no-reads look like one vehicle: a guess in common (within one look-alike-cheap edit), or none at all."""
+    if not a and not b:
+        return True
+    return any(plate_distance(x, y) <= SAME_PLATE_DISTANCE for x in a for y in b)

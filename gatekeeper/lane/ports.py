@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -65,8 +65,37 @@ class PlateReader(Protocol):
     ) -> PlateRead | None: ...
 
 
+class Glimpse(Protocol):
+    """One crop's recogniser output, folded to blank + 0-9A-Z, with the grammar's reading(s) of it."""
+
+    matrix: np.ndarray
+    readings: tuple[str, ...]
+
+
+class Observation(Protocol):
+    read: PlateRead | None
+    evidence: Sequence[Glimpse]
+
+
+@runtime_checkable
+class EvidenceReader(Protocol):
+    """A reader that also hands out the probabilities behind its read (``vision.reader.PlateReader``).
+
+    A reader with ``read`` only (a test's plate source) gives the lane strings and no
+    probabilities; closed-vocabulary matching then has nothing to score.
+    """
+
+    def observe(
+        self, image: np.ndarray, *, region: str | None = None, roi: tuple[int, int, int, int] | None = None
+    ) -> Observation: ...
+
+
+#: Is this normalised plate a whole plate of the lane's grammar? (``vision.plate_formats``)
+WholePlate = Callable[[str], bool]
+
+
 class Consolidator(Protocol):
-    """Several reads of one vehicle -> one plate."""
+    """Several whole reads of one vehicle -> one plate (the free reading; probabilities go beside it)."""
 
     def add(self, read: PlateRead | None) -> None: ...
     @property

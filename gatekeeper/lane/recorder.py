@@ -6,21 +6,26 @@ time; :meth:`DecisionRecorder.record` commits the session change, the event and
 the outbox row in one transaction (``store.record_decision``). Nothing here moves
 the barrier: that comes after, in :mod:`gatekeeper.lane.actuation`.
 
-Where the next steps go (issue 11): closed-vocabulary exit matching (score each
-open session's plate on the recogniser's probabilities) replaces the free-text
-``plate`` handed to :meth:`decide` for exits: pass the candidates' scores in and
-let a pure function in rules.py choose; a ``no_read`` event is recorded here, as
-a sibling of :meth:`record` (``store.record_event("no_read", ...)``).
+Closed-vocabulary matching: with the vehicle's probabilities (``photos``), the plates
+that could be the answer are scored on them (:func:`gatekeeper.vision.scoring.rank`): at an
+exit the sessions inside, at an entry the active allow-list and reservation plates. The pure
+rules (``rules.decide_exit``/``decide_entry``) choose with the calibrated thresholds.
+:meth:`record_no_read` records a vehicle nothing usable was read of.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Sequence
 
-from gatekeeper.lane.ports import Clock, LaneStore, Recorded
+from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
-from gatekeeper.rules import Decision, Policy, decide_entry, decide_exit
+from gatekeeper.rules import Decision, PlateScores, Policy, decide_entry, decide_exit
+from gatekeeper.vision.scoring import rank_photos, single_swaps
+
+#: The reason code (and event kind) of a vehicle with no usable read.
+NO_READ = "no_read"
 
 
 class DecisionRecorder:
@@ -35,6 +40,7 @@ class DecisionRecorder:
         clock: Clock,
         policy: Policy,
         upload_photos: bool = False,
+        is_whole: WholePlate | None = None,
     ) -> None:
         self.lane_id = lane_id
         self.direction = direction
@@ -42,25 +48,34 @@ class DecisionRecorder:
         self.clock = clock
         self.policy = policy
         self.upload_photos = upload_photos
+        self.is_whole = is_whole
 
-    def decide(self, plate: str, *, now: datetime) -> Decision:
-        """Pure rules on the store's current state (no side effects)."""
+    def decide(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = ()) -> Decision:
+        """Pure rules on the store's current state (no side effects).
+
+        ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo.
+        """
         if self.direction == "entry":
+            lot = self.store.lot_state()
+            lists = self.store.list_entries()
+            reservations = self.store.reservations()
+            scores = None
+            if photos and (lot.free <= 0 or not plate):
+                privileged = [r.plate for r in reservations if r.active(now)]
+                privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
+                scores = score(photos, privileged, is_whole=self.is_whole)
             return decide_entry(
-                plate,
-                now=now,
-                lot=self.store.lot_state(),
-                lists=self.store.list_entries(),
-                reservations=self.store.reservations(),
-                policy=self.policy,
+                plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
+        sessions = self.store.inside_sessions()
         return decide_exit(
             plate,
             now=now,
-            sessions=self.store.inside_sessions(),
+            sessions=sessions,
             tariff=self.store.tariff(),
             lists=self.store.list_entries(),
             policy=self.policy,
+            scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole) if photos else None,
         )
 
     def record(
@@ -88,6 +103,44 @@ class DecisionRecorder:
             now=now,
         )
 
+    def record_no_read(
+        self,
+        *,
+        photo: str | None,
+        guesses: Sequence[str],
+        candidates: Sequence[str] = (),
+        message: str,
+    ) -> str:
+        """A vehicle with no usable read: lane, time, photo and the best guesses, for the technician."""
+        return self.store.record_event(
+            NO_READ,
+            lane=self.lane_id,
+            reason=NO_READ,
+            message=message,
+            data={
+                "direction": self.direction,
+                "image": f"{self.store.lot_id}/{Path(photo).name}" if photo else None,
+                "photo": photo,
+                "guesses": list(guesses),
+                "candidates": list(candidates),
+            },
+            now=self.clock.now(),
+        )
+
+    def record_same_vehicle(self, *, reason: str, plate: str, session_id: int | None, plate_read: str) -> str:
+        """A repeat photo of a vehicle whose decision it did not change: kept on record, not sent."""
+        return self.store.record_event(
+            "same_vehicle",
+            lane=self.lane_id,
+            reason=reason,
+            message="the same vehicle again within the hold-off: evidence added, decision unchanged",
+            plate=plate,
+            session_id=session_id,
+            data={"direction": self.direction, "plate_read": plate_read},
+            publish=False,
+            now=self.clock.now(),
+        )
+
     def record_manual_open(self, *, kind: str, reason: str, by: str) -> str:
         """A hand-made open (technician or cloud), recorded with who and why before the relay moves."""
         return self.store.record_event(
@@ -98,3 +151,38 @@ class DecisionRecorder:
             data={"by": by, "why": reason, "direction": self.direction},
             now=self.clock.now(),
         )
+
+
+#: Log prior of a candidate plate that no listed layout fits (the grammar's fallback penalty).
+NOT_WHOLE_PRIOR = -3.0
+
+
+def score(
+    photos: Sequence[Sequence[Glimpse]], plates: Sequence[str], *, is_whole: WholePlate | None = None
+) -> PlateScores | None:
+    """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank).
+
+    With the lane's grammar (``is_whole``) a plate no listed layout fits carries the grammar's
+    fallback penalty, and the best candidate must also beat its look-alike twins that are
+    valid plates (any twin, for a plate that is not: the grammar cannot tell those apart),
+    as a car that is not inside could carry them (docs/anpr.md, calibration).
+    """
+    if not photos or not plates:
+        return None
+    prior = shadows = None
+    if is_whole is not None:
+        whole = is_whole
+
+        def prior(plate: str) -> float:
+            return 0.0 if whole(plate) else NOT_WHOLE_PRIOR
+
+        def shadows(plate: str) -> list[str]:
+            return [t for t in single_swaps(plate) if whole(t) or not whole(plate)]
+
+    return rank_photos(
+        [[g.matrix for g in photo] for photo in photos],
+        plates,
+        free=[[list(g.readings) for g in photo] for photo in photos],
+        prior=prior,
+        shadows=shadows,
+    )

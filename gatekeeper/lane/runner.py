@@ -19,7 +19,13 @@ from gatekeeper.config import AnprConfig, LaneConfig, Settings, StorageConfig
 from gatekeeper.hardware.display import make_display
 from gatekeeper.lane.actuation import Actuator, GateEventRecorder
 from gatekeeper.lane.clock import SystemClock
-from gatekeeper.lane.evidence import EvidenceGatherer, FrameReader, SameVehicleHoldOff, VehicleEvidence
+from gatekeeper.lane.evidence import (
+    EvidenceGatherer,
+    FrameReader,
+    SameVehicleHoldOff,
+    VehicleEvidence,
+    whole_plate_check,
+)
 from gatekeeper.lane.outcome import LaneOutcome, VehicleListener, notify_all
 from gatekeeper.lane.photos import PhotoKeeper
 from gatekeeper.lane.ports import (
@@ -34,6 +40,7 @@ from gatekeeper.lane.ports import (
     GateListener,
     LaneStore,
     PlateReader,
+    WholePlate,
 )
 from gatekeeper.lane.recorder import DecisionRecorder
 from gatekeeper.lane.sequence import DecisionSequence, LaneCounters
@@ -60,6 +67,7 @@ class LaneRunner:
         consolidator_factory: ConsolidatorFactory,
         display: Display | None = None,
         region: str | None = None,
+        is_whole: WholePlate | None = None,
         storage: StorageConfig | None = None,
         policy: Policy = Policy(),
         upload_photos: bool = False,
@@ -81,15 +89,19 @@ class LaneRunner:
             lane_id=lane.id, reader=reader, lock=reader_lock or threading.Lock(), region=region, roi=lane.roi,
             on_error=self.counters.error, beat=self._beat,
         )
+        whole = is_whole or whole_plate_check(region or "eu")
         self.evidence = EvidenceGatherer(
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
+            is_whole=whole,
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
-            policy=policy, upload_photos=upload_photos,
+            policy=policy, upload_photos=upload_photos, is_whole=whole,
         )
-        self.actuator = Actuator(lane_id=lane.id, barrier=barrier, display=self.display)
+        self.actuator = Actuator(
+            lane_id=lane.id, barrier=barrier, display=self.display, no_read_text=lane.no_read_message
+        )
         self.sequence = DecisionSequence(
             lane_id=lane.id,
             recorder=self.recorder,
@@ -134,6 +146,7 @@ class LaneRunner:
             consolidator_factory=consolidator_factory or default_consolidator_factory(settings.anpr),
             display=display,
             region=settings.anpr.region,
+            is_whole=whole_plate_check(settings.anpr.region, settings.anpr.formats),
             storage=settings.storage,
             policy=policy_from_settings(settings),
             upload_photos=settings.cloud.enabled,
@@ -218,7 +231,7 @@ class LaneRunner:
         """Call ``listener(kind, outcome)`` after each vehicle the camera saw.
 
         ``kind`` is "decided" (with the outcome), "same_vehicle" (hold-off: no
-        new decision), "no_plate", or "error"; operator arrivals report "decided",
+        new decision), "no_read" (nothing usable read: a no_read event), or "error"; operator arrivals report "decided",
         manual and remote opens "open_manual" / "open_remote" (outcome None);
         "not_waiting" for a frame skipped because nobody is on the arrival loop.
         """
@@ -280,7 +293,7 @@ class LaneRunner:
             self.counters.frames += 1
         expired = self.evidence.take_expired()
         if expired is not None:
-            self._finish(expired)  # read window over: decide on what we have
+            self.evidence.finished(self._finish(expired))  # read window over: decide on what we have
         if frame is None:
             return
         if self.evidence.uses_arrival:
@@ -288,24 +301,24 @@ class LaneRunner:
             left = self.evidence.arrival(waiting)
             if not waiting:
                 if left is not None:
-                    self._finish(left)
+                    self.evidence.finished(self._finish(left))
                 self._notify("not_waiting", None)
                 return  # nobody waiting: frames are not read
-        read = self.frame_reader.read(frame)
+        read, glimpses = self.frame_reader.read(frame)
         self._beat()
-        complete = self.evidence.add(read, frame)
+        complete = self.evidence.add(read, glimpses, frame)
         if complete is not None:
             self.evidence.finished(self._finish(complete))
 
     def _finish(self, vehicle: VehicleEvidence) -> str:
-        """Consolidate the vehicle's reads into one decision and carry it out (``result is None``: no read)."""
+        """The vehicle's whole read and probabilities -> one decision, carried out (or a no-read)."""
         try:
             result = vehicle.result()
         except Exception as exc:
             self.counters.error(f"consolidation: {exc}")
             log.exception("lane %s: consolidating reads failed", self.id)
             return "error"
-        if result is None and not self.evidence.uses_arrival:
+        if vehicle.empty and not self.evidence.uses_arrival:
             return "none"
         try:
             outcome = self.sequence.carry_out(
@@ -314,6 +327,8 @@ class LaneRunner:
                 frame=vehicle.frame_for(result),
                 source="camera",
                 by="camera",
+                photos=vehicle.photos,
+                guesses=vehicle.guesses(),
             )
         except StoreError as exc:
             # Refused or the disk is full: the sequence already logged it (one line, no traceback),
@@ -326,7 +341,7 @@ class LaneRunner:
             log.exception("lane %s: carrying out the decision failed", self.id)
             self._notify("error", None)
             return "error"
-        kind = "same_vehicle" if outcome is None else "no_plate" if not outcome.plate else "decided"
+        kind = "same_vehicle" if outcome is None else "no_read" if outcome.reason == "no_read" else "decided"
         self._notify(kind, outcome)
         return kind
 
@@ -373,7 +388,11 @@ def lane_status(runner: "LaneRunner") -> dict[str, object]:
 
 
 def policy_from_settings(settings: Settings) -> Policy:
-    return Policy(anti_passback=settings.rules.anti_passback, match_max_distance=settings.rules.match_max_distance)
+    return Policy(
+        anti_passback=settings.rules.anti_passback,
+        match_max_distance=settings.rules.match_max_distance,
+        thresholds=settings.anpr.match_thresholds,
+    )
 
 
 def default_consolidator_factory(anpr: AnprConfig) -> ConsolidatorFactory:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Sequence
 
 from gatekeeper.lane.actuation import Actuator
-from gatekeeper.lane.evidence import SameVehicleHoldOff
+from gatekeeper.lane.evidence import MAX_PHOTOS, Recent, SameVehicleHoldOff
 from gatekeeper.lane.outcome import LaneOutcome, Source
 from gatekeeper.lane.photos import PhotoKeeper
-from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Recorded
-from gatekeeper.lane.recorder import DecisionRecorder
-from gatekeeper.rules import Decision, normalise_plate
+from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, Recorded
+from gatekeeper.lane.recorder import NO_READ, DecisionRecorder
+from gatekeeper.rules import Decision, Reason, normalise_plate
 from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class LaneCounters:
 
 
 class DecisionSequence:
-    """decide -> same-vehicle hold-off -> photo -> durable record -> barrier -> display."""
+    """same-vehicle hold-off -> decide -> photo -> durable record (or no-read) -> barrier -> display."""
 
     def __init__(
         self,
@@ -66,17 +67,44 @@ class DecisionSequence:
         self.last: LaneOutcome | None = None
 
     def carry_out(
-        self, *, plate_read: str, confidence: float | None, frame: Frame | None, source: Source, by: str
+        self,
+        *,
+        plate_read: str,
+        confidence: float | None,
+        frame: Frame | None,
+        source: Source,
+        by: str,
+        photos: Sequence[tuple[Glimpse, ...]] = (),
+        guesses: Sequence[str] = (),
     ) -> LaneOutcome | None:
-        """The outcome, or None for a camera read the hold-off took for the same vehicle again."""
+        """The outcome, or None for a camera read the hold-off took for the same vehicle again.
+
+        A camera vehicle seen again within the hold-off: after a refusal (or a no-read) its
+        new evidence joins the earlier one and it is decided again, which may now open (paid
+        meanwhile, read now); the same refusal again is only noted (``same_vehicle`` event,
+        not sent). After an opening it is never decided again.
+        """
         plate = normalise_plate(plate_read)
+        evidence = tuple(photos)
         with self.decision_lock:
             now = self.clock.now()
-            decision = self.recorder.decide(plate, now=now)
-            if source == "camera" and self.hold_off.suppresses(plate, decision):
-                log.debug("lane %s: %s again within %.0f s: same vehicle", self.lane_id, plate, self.hold_off.window_s)
+            earlier = self.hold_off.earlier(plate, tuple(guesses)) if source == "camera" else None
+            if earlier is not None and earlier.opened and plate:
+                self._same_vehicle(earlier, evidence, plate_read, frame, None)
+                return None
+            if earlier is not None and not earlier.opened:
+                evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
+            decision = self.recorder.decide(plate, now=now, photos=evidence)
+            if earlier is not None and (
+                (earlier.opened and decision.plate == earlier.plate)
+                or (not earlier.opened and not decision.open
+                    and (_reason(decision), decision.plate) == (earlier.reason, earlier.plate))
+            ):
+                self._same_vehicle(earlier, evidence, plate_read, frame, decision)
                 return None
             photo = self.photos.keep(frame) if frame is not None else None
+            if decision.reason == Reason.NO_PLATE and source == "camera":
+                return self._no_read(decision, evidence, guesses, photo, plate_read, earlier)
             try:
                 recorded = self.recorder.record(
                     decision, now=now, plate_read=plate_read, confidence=confidence,
@@ -91,8 +119,12 @@ class DecisionSequence:
             # (1) is on disk: now (2) the barrier, then (3) the display.
             if decision.open:
                 self.actuator.open(reason=str(decision.reason), by=by)
-            self.hold_off.remember(plate, opened=decision.open)
-        self.actuator.show_decision(decision, plate=plate)
+            if source == "camera":
+                self.hold_off.remember(
+                    read=plate, plate=decision.plate, opened=decision.open, reason=_reason(decision),
+                    photos=evidence, guesses=tuple(guesses), replaces=earlier,
+                )
+        self.actuator.show_decision(decision, plate=decision.plate or plate)
         self.wake()
         outcome = self._outcome(decision, recorded, plate_read, confidence, source, photo)
         self.last = outcome
@@ -102,6 +134,45 @@ class DecisionSequence:
             self.lane_id, source, plate or "(no plate)", "OPEN" if decision.open else "shut", decision.reason,
             f", fee due {decision.fee_due}" if decision.fee_due else "",
         )
+        return outcome
+
+    def _same_vehicle(
+        self, earlier: Recent, evidence: tuple[tuple[Glimpse, ...], ...], plate_read: str, frame: Frame | None,
+        decision: Decision | None,
+    ) -> None:
+        """Noted, not decided again: a technician can tell a photo taken for the same vehicle from a lost one."""
+        log.info("lane %s: %s again within %.0f s: same vehicle", self.lane_id,
+                 plate_read or "(no plate)", self.hold_off.window_s)
+        self.hold_off.seen_again(earlier, evidence if not earlier.opened else earlier.photos)
+        self.recorder.record_same_vehicle(
+            reason=_reason(decision) if decision is not None else earlier.reason,
+            plate=decision.plate if decision is not None else earlier.plate,
+            session_id=decision.session_id if decision is not None else None,
+            plate_read=plate_read,
+        )
+
+    def _no_read(
+        self, decision: Decision, evidence: tuple[tuple[Glimpse, ...], ...], guesses: Sequence[str], photo: str | None,
+        plate_read: str, earlier: Recent | None,
+    ) -> LaneOutcome:
+        """Nothing usable read: a ``no_read`` event with the best guesses, and the driver is told what to do."""
+        message = self.actuator.no_read_text
+        event_id = self.recorder.record_no_read(
+            photo=photo, guesses=guesses, candidates=decision.candidates, message=message
+        )
+        self.hold_off.remember(
+            read="", plate="", opened=False, reason=NO_READ, photos=evidence, guesses=tuple(guesses), replaces=earlier
+        )
+        self.actuator.show_no_read()
+        self.wake()
+        outcome = LaneOutcome(
+            lane=self.lane_id, direction=self.recorder.direction, at=self.clock.now().isoformat(timespec="seconds"),
+            plate="", plate_read=plate_read, confidence=None, open=False, reason=NO_READ, message=message,
+            fee_due=0, session_id=None, event_id=event_id, source="camera", photo=photo,
+        )
+        self.last = outcome
+        self.counters.decisions += 1
+        log.info("lane %s: no read (guesses %s)", self.lane_id, ", ".join(guesses) or "none")
         return outcome
 
     def open_manual(self, *, kind: str, reason: str, by: str) -> str:
@@ -138,3 +209,8 @@ class DecisionSequence:
             source=source,
             photo=photo,
         )
+
+
+def _reason(decision: Decision) -> str:
+    """The decision's reason code; a camera's no-plate decision is a no-read."""
+    return NO_READ if decision.reason == Reason.NO_PLATE else str(decision.reason)

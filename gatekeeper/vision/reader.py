@@ -28,13 +28,16 @@ import numpy as np
 from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, ModelNotFoundError, Recognizer
 from gatekeeper.vision.onnx_recognizer import load_recognizer
 from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
+from gatekeeper.vision.scoring import fold
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
     from gatekeeper.vision.plate_detector import PlateBox
 
 __all__ = [
+    "Glimpse",
     "ModelNotFoundError",
+    "Observation",
     "PlateConsolidator",
     "PlateRead",
     "PlateReader",
@@ -61,6 +64,26 @@ class PlateRead:
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
     timings: dict[str, float] = field(default_factory=dict, compare=False)
     region: str = ""
+
+
+@dataclass(frozen=True)
+class Glimpse:
+    """The recogniser's output for one crop: the evidence closed-vocabulary matching scores.
+
+    ``matrix`` is folded to blank + 0-9A-Z (:func:`gatekeeper.vision.scoring.fold`);
+    ``readings`` are the grammar's reading(s) of it, the free reading a candidate is compared with.
+    """
+
+    matrix: np.ndarray = field(repr=False, compare=False)
+    readings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One image: the plate read (or None) and every crop's probabilities (even with no read)."""
+
+    read: PlateRead | None
+    evidence: tuple[Glimpse, ...] = ()
 
 
 # --------------------------------------------------------------------------- plate finding
@@ -472,11 +495,12 @@ class PlateReader:
         grammar: PlateGrammar,
         jobs: list[tuple[_Candidate, View]],
         overlays: list[TextRow] | None = None,
+        evidence: list[tuple[_Candidate, Glimpse]] | None = None,
     ) -> None:
         """Read each (candidate, view) and add its decoding to the candidate.
 
         Rows that read as a date or time, or as digits only at the frame's edge, go to
-        ``overlays`` instead.
+        ``overlays`` instead; every other crop's folded probabilities go to ``evidence``.
         """
         assert self._recognizer is not None
         crops = [_row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]
@@ -492,6 +516,9 @@ class PlateReader:
                 continue
             if decoded:
                 cand.add(decoded[0], crop, box)
+            if evidence is not None:
+                matrix = fold(probs, alphabet).astype(np.float32)
+                evidence.append((cand, Glimpse(matrix, tuple(d.plate for d in decoded))))
 
     def read(
         self,
@@ -501,6 +528,16 @@ class PlateReader:
         roi: tuple[int, int, int, int] | None = None,
     ) -> PlateRead | None:
         """The most plausible plate in ``image`` (within ``roi``), or None."""
+        return self.observe(image, region=region, roi=roi).read
+
+    def observe(
+        self,
+        image: np.ndarray,
+        *,
+        region: str | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> Observation:
+        """The read of :meth:`read` and the probabilities of every crop read (not dated overlays)."""
         if self._recognizer is None:
             raise RuntimeError("PlateReader is closed")
         if image is None or image.size == 0 or image.ndim not in (2, 3):
@@ -521,12 +558,13 @@ class PlateReader:
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         candidates = self._candidates(grey, work, scale)
         t1 = time.perf_counter()
+        glimpses: list[tuple[_Candidate, Glimpse]] = []
         if candidates:
             overlays: list[TextRow] = []
             # The most plate-like row first: when it reads this sure, the others are not read.
-            self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays)
+            self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays, glimpses)
             if candidates[0].score(1) < SURE_FIRST_ROW:
-                self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays)
+                self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays, glimpses)
             # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
             # the pieces on a line with a recognised date or time are part of it.
             candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]
@@ -535,7 +573,7 @@ class PlateReader:
         leaders = [c for c in leaders if c.leader is not None]
         views = 1
         if leaders and leaders[0].score(1) < SETTLED_CONFIDENCE:
-            self._read_views(grey, scale, grammar, [(c, v) for c in leaders for v in EXTRA_VIEWS])
+            self._read_views(grey, scale, grammar, [(c, v) for c in leaders for v in EXTRA_VIEWS], None, glimpses)
             views += len(EXTRA_VIEWS)
         t3 = time.perf_counter()
         best = max(leaders, key=lambda c: c.score(views), default=None)
@@ -545,16 +583,19 @@ class PlateReader:
             "refine": (t3 - t2) * 1000,
             "total": (t3 - t0) * 1000,
         }
+        # Rows later found to be part of a timestamp are no evidence of a plate.
+        kept = {id(c) for c in candidates}
+        evidence = tuple(g for c, g in glimpses if id(c) in kept)
         if best is None or best.leader is None:
             log.debug("no plate (%d candidates, %.0f ms)", len(candidates), timings["total"])
-            return None
+            return Observation(None, evidence)
         plate = best.leader
         decoded, crop, (x, y, w, h) = best.best[plate]
         confidence = min(1.0, best.votes[plate] / views)
         if confidence < self.min_confidence:
             log.debug("best plate %s below min confidence (%.2f)", plate, confidence)
-            return None
-        return PlateRead(
+            return Observation(None, evidence)
+        return Observation(PlateRead(
             text=decoded.text,
             normalised=normalise(plate),
             confidence=round(confidence, 4),
@@ -562,7 +603,7 @@ class PlateReader:
             crop=crop,
             timings=timings,
             region=region,
-        )
+        ), evidence)
 
     def close(self) -> None:
         if self._recognizer is not None:

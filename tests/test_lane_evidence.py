@@ -1,0 +1,262 @@
+"""Issue 11 on a fake clock: probability evidence, closed-vocabulary matching, whole reads, no-reads.
+
+The rig of test_lane_scenarios (real store, rules, barrier on MockFactory pins, one
+FakeClock), with a reader seam that also hands out probabilities: hand-built CTC matrices
+(blank + 0-9A-Z per frame, as ``vision.reader.Glimpse`` carries them) in which each
+character is sure or split between look-alikes. The real reader's matrices are covered by
+test_plate_scoring.py and the end-to-end daemon test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gatekeeper.lane.evidence import whole_plate_check
+from gatekeeper.vision.reader import Glimpse, Observation, PlateRead
+from gatekeeper.vision.scoring import CHARS
+from tests.test_lane_scenarios import ENTRY, EXIT, Frame, Lot, Read
+
+SURE = 0.97
+
+
+def matrix(plate: str, split: dict[int, dict[str, float]] | None = None) -> np.ndarray:
+    """A folded CTC matrix spelling ``plate``: one frame per character (``split`` spreads one), blanks between."""
+    rows = [_row({})]
+    for i, ch in enumerate(plate):
+        rows.append(_row((split or {}).get(i, {ch: SURE})))
+        rows.append(_row({}))
+    return np.array(rows, dtype=np.float32)
+
+
+def _row(chars: dict[str, float]) -> np.ndarray:
+    row = np.full(1 + len(CHARS), 1e-4)
+    for ch, p in chars.items():
+        row[1 + CHARS.index(ch)] = p
+    row[0] = max(1e-4, 1.0 - row[1:].sum()) if chars else 0.99
+    return row / row.sum()
+
+
+def glimpse(plate: str, split: dict[int, dict[str, float]] | None = None, reading: str | None = None) -> Glimpse:
+    return Glimpse(matrix(plate, split), (reading if reading is not None else plate,))
+
+
+@dataclass
+class Photo:
+    read: PlateRead | None
+    glimpses: tuple[Glimpse, ...]
+
+
+class EvidenceSource:
+    """The reader seam with probabilities: one queued photo per frame."""
+
+    def __init__(self) -> None:
+        self.queue: deque[Photo] = deque()
+
+    def read(self, image: np.ndarray, *, region: str | None = None, roi: Any = None) -> PlateRead | None:
+        return self.observe(image, region=region, roi=roi).read
+
+    def observe(self, image: np.ndarray, *, region: str | None = None, roi: Any = None) -> Observation:
+        photo = self.queue.popleft() if self.queue else Photo(None, ())
+        return Observation(photo.read, photo.glimpses)
+
+
+class EvidenceLot(Lot):
+    def __init__(self, tmp_path: Path, **kwargs: Any) -> None:
+        super().__init__(tmp_path, **kwargs)
+        self.evidence = EvidenceSource()
+        for runner in self.runners.values():
+            runner.frame_reader.reader = self.evidence
+
+    def frame(self, lane_id: str, read: Any) -> list[tuple[str, Any]]:
+        """A plain camera frame with a read and no probabilities (the rig's ``enter`` uses it)."""
+        self.evidence.queue.clear()
+        self.evidence.queue.append(Photo(read, ()))
+        return super().frame(lane_id, None)
+
+    def photo(self, lane_id: str, read: PlateRead | None, *glimpses: Glimpse) -> list[tuple[str, Any]]:
+        """A watch-folder still (one file, one vehicle) with this read and these crops' probabilities."""
+        self.evidence.queue.clear()
+        self.evidence.queue.append(Photo(read, tuple(glimpses)))
+        self._seq += 1
+        before = len(self.outcomes[lane_id])
+        frame = Frame(np.zeros((8, 8, 3), np.uint8), lane_id, self.clock.now(), self._seq,
+                      path=Path(f"/nonexistent/{self._seq}.jpg"))
+        self.runners[lane_id].step(frame)
+        return self.outcomes[lane_id][before:]
+
+    def one(self, lane_id: str, read: PlateRead | None, *glimpses: Glimpse) -> tuple[str, Any]:
+        reported = self.photo(lane_id, read, *glimpses)
+        assert len(reported) == 1, reported
+        return reported[0]
+
+
+@pytest.fixture
+def lot(tmp_path: Path, request: pytest.FixtureRequest) -> EvidenceLot:
+    rig = EvidenceLot(tmp_path)
+    request.addfinalizer(rig.close)
+    return rig
+
+
+def paid_session(lot: EvidenceLot, plate: str) -> int:
+    """A car inside that has paid (typed in at the entry: any plate, look-alike twins too)."""
+    sid = lot.runners[ENTRY].arrive(plate, by="test").session_id
+    assert sid is not None
+    lot.store.pay_session(sid, amount=250)
+    return sid
+
+
+# --------------------------------------------------------------------------- closed vocabulary at the exit
+
+
+def test_exit_opens_on_probabilities_when_no_whole_plate_was_read(lot: EvidenceLot) -> None:
+    """The reader's string is partial ('AB123C'), but the matrices spell one session's plate clearly."""
+    sid = paid_session(lot, "AB123CD")
+    paid_session(lot, "KL456MN")
+    kind, outcome = lot.one(EXIT, Read("AB123C", 0.6), glimpse("AB123CD", reading="AB123CD"))
+    assert kind == "decided" and (outcome.open, outcome.session_id, outcome.reason) == (True, sid, "paid_within_grace")
+
+
+def test_two_look_alike_sessions_stay_shut_with_both_candidates(lot: EvidenceLot) -> None:
+    """AB81234 vs ABB1234 (both valid layouts): the evidence cannot tell 8 from B there: shut, both named."""
+    paid_session(lot, "AB81234")
+    paid_session(lot, "ABB1234")
+    split = {2: {"8": 0.49, "B": 0.49}}
+    kind, outcome = lot.one(EXIT, None, glimpse("AB81234", split, reading="AB81234"))
+    assert kind == "decided" and (outcome.open, outcome.reason) == (False, "ambiguous_match")
+    assert not lot.relay_energised(EXIT)
+    event = lot.events("denied")[-1]
+    assert sorted(json.loads(event["data"])["candidates"]) == ["AB81234", "ABB1234"]
+    assert all(s["status"] == "paid" for s in lot.store.sessions())
+
+
+def test_six_g_swap_with_a_sure_read_opens_only_the_right_one(lot: EvidenceLot) -> None:
+    paid_session(lot, "GH612KL")
+    sid = paid_session(lot, "GHG12KL")
+    kind, outcome = lot.one(EXIT, None, glimpse("GHG12KL"))
+    assert (outcome.open, outcome.session_id) == (True, sid)
+
+
+def test_a_car_not_inside_never_opens(lot: EvidenceLot) -> None:
+    paid_session(lot, "AB123CD")
+    paid_session(lot, "AB128CD")
+    kind, outcome = lot.one(EXIT, Read("ZX987YW"), glimpse("ZX987YW"))
+    assert (outcome.open, outcome.reason) == (False, "no_entry_record")
+    assert not lot.relay_energised(EXIT)
+
+
+def test_the_look_alike_twin_of_a_car_inside_does_not_open_its_session(lot: EvidenceLot) -> None:
+    """Inside: AB123CD. At the exit AB128CD, read surely: one edit away (today's matcher took it), not it."""
+    paid_session(lot, "AB123CD")
+    kind, outcome = lot.one(EXIT, Read("AB128CD"), glimpse("AB128CD"))
+    assert not outcome.open and not lot.relay_energised(EXIT)
+
+
+def test_unreadable_exit_photo_then_a_good_one_opens_once(lot: EvidenceLot) -> None:
+    sid = paid_session(lot, "AB123CD")
+    blurred = {i: {ch: 0.2 for ch in CHARS[:5]} for i in range(7)}
+    kind, outcome = lot.one(EXIT, None, glimpse("AB123CD", blurred, reading=""))
+    assert kind == "no_read" and not outcome.open
+    event = lot.events("no_read")[-1]
+    assert json.loads(event["data"])["direction"] == "exit"
+    lot.clock.advance(3)
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert kind == "decided" and (outcome.open, outcome.session_id) == (True, sid)
+    lot.clock.advance(2)  # the same car photographed again: never a second opening
+    assert lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD")) == ("same_vehicle", None)
+    assert len(lot.events("exit")) == 1
+
+
+def test_refused_unpaid_then_paid_repeat_photo_is_decided_again(lot: EvidenceLot) -> None:
+    sid = lot.enter("AB123CD")
+    lot.clock.advance(timedelta(hours=1))
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert (outcome.open, outcome.reason) == (False, "unpaid")
+    lot.clock.advance(2)
+    assert lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD")) == ("same_vehicle", None)  # still unpaid
+    lot.store.pay_session(sid, amount=250)
+    lot.clock.advance(2)
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert (outcome.open, outcome.session_id) == (True, sid)
+    assert [e["kind"] for e in lot.events() if e["lane"] == EXIT] == ["denied", "same_vehicle", "exit"]
+
+
+def test_repeat_photos_add_evidence_until_the_session_is_clear(lot: EvidenceLot) -> None:
+    """Two photos, each unsure at a different place, together pick one of two look-alike sessions."""
+    paid_session(lot, "AB81234")
+    sid = paid_session(lot, "ABB1234")
+    first = glimpse("ABB1234", {2: {"8": 0.49, "B": 0.49}}, reading="ABB1234")
+    kind, outcome = lot.one(EXIT, None, first)
+    assert outcome.reason == "ambiguous_match"
+    lot.clock.advance(2)
+    kind, outcome = lot.one(EXIT, Read("ABB1234"), glimpse("ABB1234"))
+    assert (outcome.open, outcome.session_id) == (True, sid)
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def test_partial_read_never_starts_a_session_and_is_a_visible_no_read(lot: EvidenceLot) -> None:
+    kind, outcome = lot.one(ENTRY, Read("6PGM"), glimpse("6PGM335", {4: {"3": 0.3}, 5: {"3": 0.3}, 6: {"5": 0.3}},
+                                                          reading="6PGM"))
+    assert kind == "no_read" and not outcome.open and lot.store.sessions() == []
+    [event] = lot.events("no_read")
+    data = json.loads(event["data"])
+    assert (event["lane"], data["direction"]) == (ENTRY, "entry") and "6PGM" in data["guesses"]
+    assert lot.displays[ENTRY].last == "Plate not read - please press the call button"
+    [message] = lot.outbox("events/no_read")  # valid against the contract's NoReadEvent
+    assert message["guesses"] == data["guesses"]
+
+
+def test_no_read_display_text_is_configurable(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    lot = EvidenceLot(tmp_path, no_read_message="Kennzeichen nicht erkannt - bitte klingeln")
+    request.addfinalizer(lot.close)
+    kind, _ = lot.one(ENTRY, Read("AB1"), glimpse("AB1"))
+    assert kind == "no_read" and lot.displays[ENTRY].last == "Kennzeichen nicht erkannt - bitte klingeln"
+
+
+def test_photo_with_no_vehicle_is_not_a_no_read(lot: EvidenceLot) -> None:
+    assert lot.photo(ENTRY, None) == []
+    assert lot.events() == [] and lot.displays[ENTRY].last is None
+
+
+def test_full_lot_allow_list_plate_enters_on_probabilities(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    lot = EvidenceLot(tmp_path, capacity=1)
+    request.addfinalizer(lot.close)
+    lot.enter("AB123CD")
+    lot.store.set_list_entries("allow", [{"plate": "PERMIT1"}])  # a vanity plate: no listed layout fits it
+    kind, outcome = lot.one(ENTRY, Read("PERMIT1"), glimpse("PERMIT1"))
+    assert (outcome.open, outcome.reason, outcome.plate) == (True, "entry_allow_list", "PERMIT1")
+
+
+def test_full_lot_stranger_is_not_taken_for_an_allow_list_plate(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    lot = EvidenceLot(tmp_path, capacity=1)
+    request.addfinalizer(lot.close)
+    lot.enter("AB123CD")
+    lot.store.set_list_entries("allow", [{"plate": "KL456MN"}])
+    kind, outcome = lot.one(ENTRY, Read("KL458MN"), glimpse("KL458MN"))
+    assert (outcome.open, outcome.reason) == (False, "full")
+
+
+def test_whole_plate_check_follows_the_region_grammar() -> None:
+    us = whole_plate_check("us")
+    assert us("6PGM335") and not us("6PGM") and not us("AGEN")
+    eu = whole_plate_check("eu", {"eu": ["LLLLLLN"]})
+    assert eu("AB123CD") and eu("PERMITS1"[:6] + "1") and not eu("AB12")
+
+
+def test_two_different_unread_cars_in_a_row_are_two_no_reads(lot: EvidenceLot) -> None:
+    lot.one(EXIT, Read("AB1"), glimpse("AB1"))
+    lot.clock.advance(2)
+    kind, _ = lot.one(EXIT, Read("XY9"), glimpse("XY9"))
+    assert kind == "no_read" and len(lot.events("no_read")) == 2
+    lot.clock.advance(2)  # the second car's photo again: the same vehicle, noted once
+    assert lot.one(EXIT, Read("XY9"), glimpse("XY9")) == ("same_vehicle", None)
+    assert len(lot.events("no_read")) == 2 and len(lot.events("same_vehicle")) == 1

@@ -1,0 +1,284 @@
+"""Closed-vocabulary scoring: CTC forward probabilities of known plates, ranking and acceptance."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from gatekeeper.vision.scoring import (
+    CHARS,
+    Thresholds,
+    accept,
+    best_path,
+    ctc_log_probs,
+    fold,
+    per_char,
+    rank,
+)
+
+
+def matrix(frames: list[dict[str, float]], floor: float = 1e-4) -> np.ndarray:
+    """A folded (frames, 37) matrix; each frame gives probabilities for a few classes ('-' = blank)."""
+    out = np.full((len(frames), 1 + len(CHARS)), floor)
+    for t, frame in enumerate(frames):
+        for ch, p in frame.items():
+            out[t, 0 if ch == "-" else 1 + CHARS.index(ch)] = p
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def spell(text: str, *, p: float = 0.9, floor: float = 1e-4) -> np.ndarray:
+    """Frames that say ``text`` with a blank between characters (and around them)."""
+    frames: list[dict[str, float]] = [{"-": p}]
+    for ch in text:
+        frames += [{ch: p}, {"-": p}]
+    return matrix(frames, floor)
+
+
+def test_forward_probability_equals_the_sum_over_all_paths() -> None:
+    rng = np.random.default_rng(3)
+    # 4 frames over blank + 3 classes, embedded in the 37-class layout (others ~0).
+    small = rng.dirichlet(np.ones(4), size=4)
+    folded = np.full((4, 37), 0.0)
+    folded[:, [0, 1 + CHARS.index("A"), 1 + CHARS.index("B"), 1 + CHARS.index("8")]] = small
+    sub = folded[:, [0, 1 + CHARS.index("A"), 1 + CHARS.index("B"), 1 + CHARS.index("8")]]
+
+    def brute(plate: str) -> float:
+        # brute force over the 4 live classes, mapping them back to characters
+        letters = "AB8"
+        total = 0.0
+        for path in itertools.product(range(4), repeat=4):
+            out, prev = [], 0
+            for k in path:
+                if k != 0 and k != prev:
+                    out.append(letters[k - 1])
+                prev = k
+            if "".join(out) == plate:
+                total += math.prod(sub[t, k] for t, k in enumerate(path))
+        return math.log(total) if total > 0 else -math.inf
+
+    plates = ["A", "AB", "AA", "B8A", "ABAB", "8", ""]
+    got = ctc_log_probs(folded, plates)
+    for plate, value in zip(plates, got):
+        assert value == pytest.approx(brute(plate), abs=1e-6), plate
+    assert ctc_log_probs(folded, ["ABABA"])[0] == -math.inf   # five characters do not fit in four frames
+
+
+def test_repeated_letters_need_a_blank_between() -> None:
+    no_blank = matrix([{"-": 0.9}, {"A": 0.9}, {"A": 0.9}, {"-": 0.9}])
+    with_blank = matrix([{"A": 0.9}, {"-": 0.9}, {"A": 0.9}, {"-": 0.9}])
+    a, aa = ctc_log_probs(no_blank, ["A", "AA"])
+    assert a > aa + 5                       # two A frames in a row are one A
+    a2, aa2 = ctc_log_probs(with_blank, ["A", "AA"])
+    assert aa2 > a2 + 5                     # a blank between makes two
+
+
+def test_the_spelt_plate_wins_and_lookalikes_score_close() -> None:
+    m = spell("AB123CD")
+    true, lookalike, other, shorter, longer = ctc_log_probs(m, ["AB123CD", "A8123CD", "AB723CD", "AB123C", "AB123CDE"])
+    assert true > lookalike and true > other and true > shorter and true > longer
+    # Only floor mass at the swapped position: a look-alike is no better than any other swap...
+    assert lookalike == pytest.approx(other, abs=1e-6)
+    # ...unless the network itself hesitated between the look-alikes.
+    hesitant = matrix([{"-": 0.9}, {"A": 0.9}, {"-": 0.9}, {"B": 0.55, "8": 0.4}, {"-": 0.9}, {"1": 0.9}, {"-": 0.9}])
+    t, l, o = ctc_log_probs(hesitant, ["AB1", "A81", "A71"])
+    assert t > l > o + 5
+    assert t - l == pytest.approx(math.log(0.55 / 0.4), abs=0.05)
+
+
+def test_lookalike_weight_lifts_a_lookalike_of_a_clear_character() -> None:
+    m = spell("AB1")
+    plain = ctc_log_probs(m, ["A81"])[0]
+    lifted = ctc_log_probs(m, ["A81"], lookalike_weight=0.4)[0]
+    assert lifted > plain + 5
+    assert ctc_log_probs(m, ["AB1"], lookalike_weight=0.4)[0] > lifted   # the true spelling still wins
+
+
+def test_empty_candidate_and_empty_matrix() -> None:
+    blanks = matrix([{"-": 0.99}] * 5)
+    empty, one = ctc_log_probs(blanks, ["", "A"])
+    assert empty == pytest.approx(5 * math.log(blanks[0, 0]), abs=1e-9)
+    assert one < empty - 5
+    assert list(ctc_log_probs(np.zeros((0, 37)), ["", "A"])) == [0.0, -math.inf]
+    assert ctc_log_probs(blanks, []).shape == (0,)
+
+
+def test_long_plates_do_not_underflow() -> None:
+    m = spell("ABCDEFGH" * 16, p=0.001, floor=0.999 / 36)   # 257 frames, each unlikely
+    value = ctc_log_probs(m, ["ABCDEFGH" * 16])[0]
+    assert math.isfinite(value) and value < math.log(np.finfo(float).tiny)   # below what a product could hold
+
+
+def test_fold_sums_case_and_sends_punctuation_to_blank() -> None:
+    alphabet = "0123456789!|-aAbB"
+    probs = np.zeros((3, 1 + len(alphabet)))
+    probs[0, 1 + alphabet.index("a")] = 0.3
+    probs[0, 1 + alphabet.index("A")] = 0.5
+    probs[0, 1 + alphabet.index("-")] = 0.2
+    probs[1, 1 + alphabet.index("|")] = 1.0
+    probs[2, 0] = 1.0
+    folded = fold(probs, alphabet)
+    assert folded.shape == (3, 37)
+    assert folded[0, 1 + CHARS.index("A")] == pytest.approx(0.8)
+    assert folded[0, 0] == pytest.approx(0.2)
+    assert folded[1, 1 + CHARS.index("1")] == pytest.approx(0.5)
+    assert folded[1, 1 + CHARS.index("I")] == pytest.approx(0.5)
+    assert np.allclose(folded.sum(axis=1), 1.0)
+    with pytest.raises(ValueError):
+        fold(probs[:, :-1], alphabet)
+
+
+def test_rank_picks_the_true_plate_with_margin_and_free_reading() -> None:
+    evidence = [matrix([{"X": 0.9}, {"-": 0.9}]), spell("AB123CD")]   # a junk row, then the plate row
+    ranking = rank(evidence, ["ZZ999ZZ", "AB123CD", "A8123CD", "ab-123-cd"])
+    assert ranking is not None
+    assert ranking.best == "AB123CD" and ranking.matrix == 1
+    assert ranking.runner_up in {"A8123CD", "ZZ999ZZ"}
+    assert ranking.margin > 5
+    assert ranking.free_gap == pytest.approx(0.0, abs=1e-9)    # the free reading is the best candidate
+    assert ranking.score_norm == pytest.approx(per_char(ranking.score, "AB123CD"))
+    assert accept(ranking, Thresholds(min_score_norm=-1.0, min_margin=3.0, max_free_gap=1.0))
+    assert not accept(ranking, Thresholds(min_score_norm=-1.0, min_margin=ranking.margin + 1, max_free_gap=1.0))
+
+
+def test_a_car_that_is_not_inside_is_not_accepted() -> None:
+    evidence = [spell("AB123CD")]
+    ranking = rank(evidence, ["AB128CD", "XY555ZZ"])           # the true plate has no session
+    assert ranking is not None and ranking.best == "AB128CD"
+    assert ranking.free == "AB123CD" and ranking.free_gap > 5
+    assert not accept(ranking, Thresholds(min_score_norm=-3.0, min_margin=0.0, max_free_gap=2.0))
+
+
+def test_two_cars_one_lookalike_apart_stay_shut_when_the_network_hesitates() -> None:
+    hesitant = matrix([{"-": 0.9}, {"A": 0.9}, {"-": 0.9}, {"B": 0.5, "8": 0.45}, {"-": 0.9}, {"1": 0.9}, {"-": 0.9}])
+    ranking = rank([hesitant], ["AB1", "A81"])
+    assert ranking is not None and ranking.margin < 0.2
+    assert not accept(ranking, Thresholds(min_score_norm=-2.0, min_margin=1.0, max_free_gap=2.0))
+
+
+def test_no_evidence_or_no_candidates() -> None:
+    assert rank([], ["AB1"]) is None
+    assert rank([spell("AB1")], []) is None
+    assert rank([spell("AB1")], ["--", ""]) is None
+    assert not accept(None, Thresholds(-1.0, 1.0, 1.0))
+
+
+def test_best_path() -> None:
+    assert best_path(spell("AABB1")) == "AABB1"
+    assert best_path(matrix([{"A": 0.9}, {"A": 0.9}, {"-": 0.9}, {"A": 0.9}])) == "AA"
+
+
+# --------------------------------------------------------------------------- through the real recogniser
+
+
+@pytest.fixture(scope="module")
+def recogniser_evidence():
+    """Matrices the real reader computes for drawn plates (gatekeeper/sim_plates.py)."""
+    try:
+        from gatekeeper.vision.reader import PlateReader
+        from gatekeeper.vision.recognizer import EasyOcrRecognizer
+        from gatekeeper.sim.plates import draw_plate_scene
+    except ImportError:  # the package layout of issue 16
+        from gatekeeper.sim.plates import draw_plate_scene  # type: ignore[no-redef]
+        from gatekeeper.vision.reader import PlateReader  # type: ignore[no-redef]
+        from gatekeeper.vision.recognizer import EasyOcrRecognizer  # type: ignore[no-redef]
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner = inner
+            self.alphabet = inner.alphabet
+            self.input_height = inner.input_height
+            self.seen: list[np.ndarray] = []
+
+        def probabilities(self, crops):
+            out = self.inner.probabilities(crops)
+            self.seen += out
+            return out
+
+        def close(self):
+            self.inner.close()
+
+    recording = Recording(EasyOcrRecognizer(threads=1))
+    reader = PlateReader(region="eu", recognizer=recording)
+    evidence = {}
+    for i, plate in enumerate(["KB-482-TR", "ZG-3081-AE", "SE-56-HGN"]):
+        recording.seen = []
+        read = reader.read(draw_plate_scene(plate, seed=i))
+        evidence[plate.replace("-", "")] = ([fold(m, recording.alphabet) for m in recording.seen], read)
+    reader.close()
+    return evidence
+
+
+def test_drawn_plates_rank_first_among_open_sessions(recogniser_evidence) -> None:
+    sessions = ["KB482TR", "ZG3081AE", "SE56HGN", "K8482TR", "KB482IR", "ZG3O81AE", "SE56HCN", "AB123CD", "KB48TR"]
+    for plate, (evidence, read) in recogniser_evidence.items():
+        assert evidence, plate
+        ranking = rank(evidence, sessions)
+        assert ranking is not None
+        assert ranking.best == plate, (plate, ranking.scores[:3])
+        assert ranking.margin > 1.0, (plate, ranking.scores[:3])
+        assert ranking.score_norm > -0.5
+        assert ranking.free_gap < 1.0
+
+
+def test_drawn_plate_whose_car_is_not_inside_is_refused(recogniser_evidence) -> None:
+    evidence, _ = recogniser_evidence["KB482TR"]
+    sessions = ["K8482TR", "KB482IR", "KB48TR", "ZG3081AE"]      # the car itself has no session
+    ranking = rank(evidence, sessions)
+    assert ranking is not None and ranking.best != "KB482TR"
+    assert ranking.free_gap > 2.0 or ranking.score_norm < -1.0
+    assert not accept(ranking, Thresholds(min_score_norm=-0.5, min_margin=2.0, max_free_gap=2.0))
+
+
+# --------------------------------------------------------------------------- several photos of one vehicle
+
+
+def _spelled(plate: str, split: dict[int, dict[str, float]] | None = None) -> np.ndarray:
+    """A folded matrix spelling ``plate``, one frame per character (``split`` spreads one), blanks between."""
+    from gatekeeper.vision.scoring import CHARS
+
+    def row(chars: dict[str, float]) -> np.ndarray:
+        r = np.full(1 + len(CHARS), 1e-4)
+        for ch, p in chars.items():
+            r[1 + CHARS.index(ch)] = p
+        r[0] = max(1e-4, 1.0 - r[1:].sum()) if chars else 0.99
+        return r / r.sum()
+
+    rows = [row({})]
+    for i, ch in enumerate(plate):
+        rows += [row((split or {}).get(i, {ch: 0.97})), row({})]
+    return np.array(rows)
+
+
+def test_rank_photos_one_photo_is_rank() -> None:
+    from gatekeeper.vision.scoring import rank, rank_photos
+
+    m = _spelled("AB812CD", {2: {"8": 0.6, "B": 0.38}})
+    one, many = rank([m], ["AB812CD", "ABB12CD"]), rank_photos([[m]], ["AB812CD", "ABB12CD"])
+    assert one == many
+
+
+def test_rank_photos_a_clear_second_photo_separates_look_alikes_the_same_photo_twice_does_not() -> None:
+    from gatekeeper.vision.scoring import rank_photos
+
+    blurred = _spelled("AB812CD", {2: {"8": 0.49, "B": 0.49}})
+    clear = _spelled("ABB12CD")
+    cands = ["AB812CD", "ABB12CD"]
+    alone = rank_photos([[blurred]], cands)
+    twice = rank_photos([[blurred], [blurred]], cands)
+    both = rank_photos([[blurred], [clear]], cands)
+    assert alone is not None and twice is not None and both is not None
+    assert alone.margin < 0.5 and twice.margin == pytest.approx(alone.margin)
+    assert both.best == "ABB12CD" and both.margin > 3.0
+
+
+def test_rank_photos_leaves_out_a_photo_that_shows_no_candidate() -> None:
+    from gatekeeper.vision.scoring import rank_photos
+
+    junk = _spelled("ZZZ")
+    clear = _spelled("ABB12CD")
+    with_junk = rank_photos([[junk], [clear]], ["AB812CD", "ABB12CD"])
+    alone = rank_photos([[clear]], ["AB812CD", "ABB12CD"])
+    assert with_junk == alone
