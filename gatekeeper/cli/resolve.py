@@ -14,7 +14,7 @@ import getpass
 import json
 from typing import Any
 
-from gatekeeper.cli.util import fail, settings_from_args
+from gatekeeper.cli.util import EXIT_OK, EXIT_REFUSED, fail, open_store, print_json, settings_from_args
 from gatekeeper.rules import normalise_plate
 
 
@@ -32,12 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from gatekeeper.cli import _open_store
     from gatekeeper.cli.daemon import _ask
 
     settings = settings_from_args(args)
     by = args.by or getpass.getuser()
-    with _open_store(settings) as store:
+    with open_store(settings) as store:
         event = next((e for e in store.events(kinds=["no_read"]) if e["id"] == args.event_id), None)
         if event is None:
             fail(f"no no_read event {args.event_id!r} (see gatekeeper events)")
@@ -68,13 +67,14 @@ def cmd_resolve(args: argparse.Namespace) -> int:
             data={"no_read_id": args.event_id, "by": by, "direction": direction,
                   "decision_event_id": decision.get("event_id")},
         )
+    code = EXIT_OK if decision["open"] else EXIT_REFUSED  # as `gatekeeper arrive`: 1 when the lane stays shut
     if args.json:
-        print(json.dumps({"resolved": resolved, **reply}, indent=2))
-        return 0
+        print_json({"resolved": resolved, **reply}, settings)
+        return code
     verdict = "OPEN" if decision["open"] else "SHUT"
     print(f"no_read {args.event_id} resolved as {plate} (event {resolved}); lane {reply['lane']} -> {verdict}: "
           f"{decision['message']} [{decision['reason']}]")
-    return 0
+    return code
 
 
 def _inside(store: Any, session_id: int) -> dict[str, Any]:
