@@ -22,7 +22,7 @@ from gatekeeper.vision.reader import (
     PlateRead,
     PlateReader,
     TextRow,
-    _row_crop,
+    row_crop,
     find_text_rows,
     looks_like_overlay,
     same_line,
@@ -267,8 +267,8 @@ def test_row_crop_pads_with_plate_tone_not_the_frame() -> None:
         grey[30:70, 60 + 40 * i: 80 + 40 * i] = 20
     grey[20:80, 40:48] = 0
     row = TextRow(box=(60, 30, 180, 40), angle=0.0, char_height=40.0, count=5, score=1.0)
-    real, _ = _row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=None)
-    synthetic, box = _row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=0.12)
+    real, _ = row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=None)
+    synthetic, box = row_crop(grey, row, 1.0, pad_x=1.0, pad_y=0.1, real_x=0.12)
     assert real.shape == synthetic.shape
     assert real[:, 15:35].min() == 0             # the frame bar is in the plain crop ...
     assert synthetic[:, :32].min() == 200        # ... and replaced by the plate's tone here

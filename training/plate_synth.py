@@ -1,6 +1,6 @@
 """Synthetic plate text lines for fine-tuning the recogniser.
 
-Each sample looks like what :func:`gatekeeper.vision.reader._row_crop` hands the recogniser
+Each sample looks like what :func:`gatekeeper.vision.plate_finder.row_crop` hands the recogniser
 on a real photo: one deskewed plate text line, tight above and below, a little real
 context at the ends (frame edge, bolt, a sliver of the state name) and plain plate
 tone beyond, after the same contrast stretch. What varies is what varies on plates:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, is_dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from gatekeeper.config import AnprConfig, LaneConfig, Settings, StorageConfig
 from gatekeeper.hardware.display import make_display
@@ -121,39 +121,21 @@ class LaneRunner:
         self._heartbeat = self.clock.monotonic()
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        lane: LaneConfig,
-        *,
-        store: LaneStore,
-        reader: PlateReader,
-        barrier: Barrier,
-        grabber: FrameSource | None,
-        consolidator_factory: ConsolidatorFactory | None = None,
-        reader_lock: threading.Lock | None = None,
-        decision_lock: threading.RLock | None = None,
-        on_change: ChangeNotifier | None = None,
-        display: Display | None = None,
-        clock: Clock | None = None,
-    ) -> "LaneRunner":
+    def from_settings(cls, settings: Settings, lane: LaneConfig, **parts: Any) -> "LaneRunner":
+        """The runner for ``lane`` with the lot's grammar, policy and storage from ``settings``.
+
+        ``parts`` are the collaborators, passed on as keywords of :meth:`__init__` (store,
+        reader, barrier, grabber, consolidator_factory, display, locks, on_change, clock).
+        """
+        parts["consolidator_factory"] = parts.get("consolidator_factory") or default_consolidator_factory(settings.anpr)
         return cls(
             lane=lane,
-            store=store,
-            reader=reader,
-            barrier=barrier,
-            grabber=grabber,
-            consolidator_factory=consolidator_factory or default_consolidator_factory(settings.anpr),
-            display=display,
             region=settings.anpr.region,
             is_whole=whole_plate_check(settings.anpr.region, settings.anpr.formats),
             storage=settings.storage,
             policy=policy_from_settings(settings),
             upload_photos=settings.cloud.enabled,
-            reader_lock=reader_lock,
-            decision_lock=decision_lock,
-            on_change=on_change,
-            clock=clock,
+            **parts,
         )
 
 

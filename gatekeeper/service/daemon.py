@@ -271,28 +271,12 @@ class Daemon:
                 self._record("reload_failed", reason="config_invalid", message=str(exc).splitlines()[0], publish=False)
                 self.notifier.ready()
                 return {"ok": False, "error": f"invalid configuration: {exc}"}
-            if fresh.tariff != self.settings.tariff or fresh.site.currency != self.settings.site.currency:
-                changed.append("tariff")
-            if fresh.rules != self.settings.rules:
-                changed.append("rules")
-            if [l.model_dump() for l in fresh.lanes] != [l.model_dump() for l in self.settings.lanes]:
-                log.warning("reload: lane settings changed; they take effect after a restart")
-            self.settings.tariff = fresh.tariff
-            self.settings.rules = fresh.rules
+            changed = _apply_reloaded(self.settings, fresh)
             self.store.set_default_tariff(tariff_from_config(self.settings))
             policy = policy_from_settings(self.settings)
             for runner in self.lanes.values():
                 runner.policy = policy
-        entries = self.store.list_entries()
-        allow = sum(1 for e in entries if e.kind == "allow")
-        deny = len(entries) - allow
-        reservations = len(self.store.reservations())
-        tariff = self.store.tariff()
-        message = (
-            f"reloaded ({by}): {allow} allow, {deny} deny, {reservations} reservation(s); "
-            f"tariff {tariff.rate} per {tariff.interval_minutes} min, max {tariff.daily_max}/day"
-            + (f"; changed: {', '.join(changed)}" if changed else "")
-        )
+        message = _reload_summary(self.store, by, changed)
         log.info(message)
         self._record("reloaded", reason=f"reload_{by}", message=message, data={"changed": changed}, publish=False)
         self.notifier.ready()
@@ -307,20 +291,7 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
-        runners = list(self.lanes.values())
-        for runner in runners:
-            runner.request_stop()  # all lanes stop taking frames at once
-        deadline = time.monotonic() + self.shutdown_timeout_s
-        for runner in runners:
-            runner.stop(timeout=max(1.0, deadline - time.monotonic()))
-        threads = [
-            threading.Thread(target=r.leave_safe, args=(max(0.5, deadline - time.monotonic()),), daemon=True)
-            for r in runners
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(1.0, deadline - time.monotonic()) + 1.0)
+        _stop_lanes(list(self.lanes.values()), deadline=time.monotonic() + self.shutdown_timeout_s)
         if self.simulator is not None:
             self.simulator.close()
         if self.store is not None:
@@ -363,3 +334,45 @@ class Daemon:
     def handle_control(self, request: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
         """Serve one control-socket command (see :class:`ControlCommands`)."""
         return self._control_commands.handle(request, peer)
+
+
+def _apply_reloaded(settings: Settings, fresh: Settings) -> list[str]:
+    """Take ``fresh``'s tariff and rules into the running ``settings``; what changed, by name."""
+    changed: list[str] = []
+    if fresh.tariff != settings.tariff or fresh.site.currency != settings.site.currency:
+        changed.append("tariff")
+    if fresh.rules != settings.rules:
+        changed.append("rules")
+    if [lane.model_dump() for lane in fresh.lanes] != [lane.model_dump() for lane in settings.lanes]:
+        log.warning("reload: lane settings changed; they take effect after a restart")
+    settings.tariff = fresh.tariff
+    settings.rules = fresh.rules
+    return changed
+
+
+def _reload_summary(store: Store, by: str, changed: list[str]) -> str:
+    """One line for the log and the event: the lists, reservations and tariff now in force."""
+    entries = store.list_entries()
+    allow = sum(1 for e in entries if e.kind == "allow")
+    tariff = store.tariff()
+    return (
+        f"reloaded ({by}): {allow} allow, {len(entries) - allow} deny, {len(store.reservations())} reservation(s); "
+        f"tariff {tariff.rate} per {tariff.interval_minutes} min, max {tariff.daily_max}/day"
+        + (f"; changed: {', '.join(changed)}" if changed else "")
+    )
+
+
+def _stop_lanes(runners: list[LaneRunner], *, deadline: float) -> None:
+    """Stop every lane's frames at once, finish their decisions, then leave all barriers safe in parallel."""
+    for runner in runners:
+        runner.request_stop()
+    for runner in runners:
+        runner.stop(timeout=max(1.0, deadline - time.monotonic()))
+    threads = [
+        threading.Thread(target=r.leave_safe, args=(max(0.5, deadline - time.monotonic()),), daemon=True)
+        for r in runners
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(1.0, deadline - time.monotonic()) + 1.0)
