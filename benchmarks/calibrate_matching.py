@@ -55,16 +55,12 @@ ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _reader_parts():
-    """The reader, recogniser and grammar from today's layout or issue 16's."""
-    try:
-        from gatekeeper.anpr import PlateReader
-        from gatekeeper.ocr_models import EasyOcrRecognizer
-        from gatekeeper.plate_formats import PlateGrammar, reduce_probabilities
-    except ImportError:
-        from gatekeeper.vision.plate_formats import PlateGrammar, reduce_probabilities  # type: ignore[no-redef]
-        from gatekeeper.vision.reader import PlateReader  # type: ignore[no-redef]
-        from gatekeeper.vision.recognizer import EasyOcrRecognizer  # type: ignore[no-redef]
-    return PlateReader, EasyOcrRecognizer, PlateGrammar, reduce_probabilities
+    """The reader, the recogniser the lane runs (ONNX, no torch) and the grammar."""
+    from gatekeeper.vision.onnx_recognizer import OnnxRecognizer
+    from gatekeeper.vision.plate_formats import PlateGrammar, reduce_probabilities
+    from gatekeeper.vision.reader import PlateReader
+
+    return PlateReader, OnnxRecognizer, PlateGrammar, reduce_probabilities
 
 
 def plate_distance(a: str, b: str) -> float:

@@ -176,14 +176,9 @@ def test_best_path() -> None:
 @pytest.fixture(scope="module")
 def recogniser_evidence():
     """Matrices the real reader computes for drawn plates (gatekeeper/sim_plates.py)."""
-    try:
-        from gatekeeper.vision.reader import PlateReader
-        from gatekeeper.vision.recognizer import EasyOcrRecognizer
-        from gatekeeper.sim.plates import draw_plate_scene
-    except ImportError:  # the package layout of issue 16
-        from gatekeeper.sim.plates import draw_plate_scene  # type: ignore[no-redef]
-        from gatekeeper.vision.reader import PlateReader  # type: ignore[no-redef]
-        from gatekeeper.vision.recognizer import EasyOcrRecognizer  # type: ignore[no-redef]
+    from gatekeeper.sim.plates import draw_plate_scene
+    from gatekeeper.vision.onnx_recognizer import OnnxRecognizer
+    from gatekeeper.vision.reader import PlateReader
 
     class Recording:
         def __init__(self, inner):
@@ -200,7 +195,7 @@ def recogniser_evidence():
         def close(self):
             self.inner.close()
 
-    recording = Recording(EasyOcrRecognizer(threads=1))
+    recording = Recording(OnnxRecognizer(threads=1))  # the runtime the lane runs
     reader = PlateReader(region="eu", recognizer=recording)
     evidence = {}
     for i, plate in enumerate(["KB-482-TR", "ZG-3081-AE", "SE-56-HGN"]):
