@@ -216,6 +216,16 @@ class CloudConfig(Section):
     backoff_s: float = Field(2.0, gt=0, le=600)
 
 
+class HomeAssistantConfig(Section):
+    """Home Assistant MQTT discovery (off by default): the lot appears as one device in Home Assistant."""
+
+    enabled: bool = False
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    include_plates: bool = Field(False, description="plate text is personal data: off unless the operator wants it")
+    allow_open: bool = Field(False, description="an open button per lane (unsigned: anyone who may publish on the "
+                             "broker can press it)")
+
+
 class StorageConfig(Section):
     """Where the lane keeps its state."""
 
@@ -266,6 +276,7 @@ class Settings(BaseSettings):
     tariff: TariffConfig = TariffConfig()
     mqtt: MqttConfig = MqttConfig()
     cloud: CloudConfig = CloudConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     storage: StorageConfig = StorageConfig()
     hardware: HardwareConfig = HardwareConfig()
     daemon: DaemonConfig = DaemonConfig()

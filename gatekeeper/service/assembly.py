@@ -76,6 +76,7 @@ def start_sync(
     *,
     open_handler: Callable[[str, str, str], None],
     on_config_change: Callable[[], None],
+    lane_health: Callable[[], dict[str, str]] | None = None,
 ) -> CloudSync | None:
     """The started cloud sync, or None when it is off or cannot start (the lanes run regardless)."""
     if not settings.mqtt.enabled and not settings.cloud.enabled:
@@ -85,7 +86,8 @@ def start_sync(
     try:
         from gatekeeper.sync import CloudSync
 
-        sync = CloudSync(settings, store, open_handler=open_handler, on_config_change=on_config_change)
+        sync = CloudSync(settings, store, open_handler=open_handler, on_config_change=on_config_change,
+                         lane_health=lane_health)
         sync.start()
         return sync
     except Exception as exc:

@@ -132,7 +132,8 @@ class Daemon:
             self._pin_factory = make_pin_factory(s.hardware.pin_factory)
         if self._consolidator_factory is None:
             self._consolidator_factory = default_consolidator_factory(s.anpr)
-        self.sync = start_sync(s, self.store, open_handler=self._remote_open, on_config_change=self.request_reload)
+        self.sync = start_sync(s, self.store, open_handler=self._remote_open, on_config_change=self.request_reload,
+                               lane_health=self._lane_health)
         for lane in s.lanes:
             self.lanes[lane.id] = build_lane(
                 s, lane, store=self.store, reader=self._reader, pin_factory=self._pin_factory,
@@ -172,6 +173,11 @@ class Daemon:
         if runner is None:
             raise KeyError(f"no lane {lane!r}")
         runner.open_manual(reason=reason, by=by, remote=True)
+
+    def _lane_health(self) -> dict[str, str]:
+        """Each lane ``ok`` or ``stalled`` (its worker missed ``daemon.lane_stall_s``), for Home Assistant."""
+        stall = self.settings.daemon.lane_stall_s
+        return {lane_id: "ok" if runner.healthy(stall) else "stalled" for lane_id, runner in list(self.lanes.items())}
 
     # -- main loop -----------------------------------------------------------------------
 

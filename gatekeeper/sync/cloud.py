@@ -41,6 +41,7 @@ from gatekeeper.config import Settings, load_settings, read_secret
 from gatekeeper.messages import OFFLINE, ONLINE, REPLY_TOPIC, STATUS_TOPIC, Reply
 from gatekeeper.store import Store, to_iso, utcnow
 from gatekeeper.sync.commands import REJECT_EVENTS_PER_MINUTE, CommandHandler, OpenHandler
+from gatekeeper.sync.homeassistant import HomeAssistantBridge, LaneHealth
 from gatekeeper.sync.outbox import OutboxPump, OutboxWatch
 from gatekeeper.sync.paho_transport import PAHO_LOGGER, PahoTransport
 from gatekeeper.sync.transport import PublishError, Transport
@@ -86,6 +87,7 @@ class CloudSync:
         poll_interval_s: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         transport_factory: TransportFactory = paho_transport,
+        lane_health: LaneHealth | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.mqtt
@@ -107,7 +109,7 @@ class CloudSync:
         self._connected = False
         self._sub_lock = threading.Lock()
         self._sub_mid: int | None = None
-        self._commands: queue.Queue[tuple[str, bytes, bytes | None, int, int] | None] = queue.Queue(maxsize=10_000)
+        self._commands: queue.Queue[tuple[str, bytes, bytes | None, int, int, bool] | None] = queue.Queue(maxsize=10_000)
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
         self.pump = OutboxPump(store, base=self.base, window=self.cfg.max_inflight, clock=clock,
@@ -116,6 +118,11 @@ class CloudSync:
         self.commands = CommandHandler(settings, store, secret=self._secret, clock=clock, open_handler=open_handler,
                                        on_config_change=on_config_change, wake=self._wake.set)
         self.last_error: str | None = None
+        self.ha: HomeAssistantBridge | None = None
+        if settings.homeassistant.enabled:
+            self.ha = HomeAssistantBridge(settings, store, base=self.base, lane_health=lane_health,
+                                          open_handler=open_handler)
+            self.pump.on_published = self.ha.on_outbox_row
 
     def topic(self, relative: str) -> str:
         return f"{self.base}/{relative}"
@@ -232,6 +239,9 @@ class CloudSync:
         self._publish_untracked(transport, self.topic(STATUS_TOPIC), ONLINE.encode(), retain=True)
         with self._sub_lock:
             self._sub_mid = transport.subscribe(self.topic("cmd/+"), qos=1)
+        if self.ha is not None:
+            self.ha.on_connected(transport, lambda topic, payload: self._publish_untracked(
+                transport, topic, payload, retain=True))
 
     def on_connect_refused(self, reason: str) -> None:
         self.last_error = f"broker refused connection: {reason}"
@@ -262,9 +272,10 @@ class CloudSync:
         if self.pump.on_acked(mid, error):
             self._wake.set()
 
-    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int = 0, qos: int = 0) -> None:
+    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int = 0, qos: int = 0,
+                   retain: bool = False) -> None:
         try:
-            self._commands.put_nowait((topic, payload, correlation, mid, qos))
+            self._commands.put_nowait((topic, payload, correlation, mid, qos, retain))
         except queue.Full:
             # Not acknowledged: the broker delivers it again after the next reconnect.
             log.error("command queue full: message %d on %s left unacknowledged", mid, topic)
@@ -294,6 +305,8 @@ class CloudSync:
                     self.pump.publish_backlog(
                         transport, go_on=lambda: self._ready.is_set() and not self._stop.is_set()
                     )
+                    if self.ha is not None:
+                        self.ha.tick(transport)
             except Exception as exc:  # SQLite busy, disk full...: log, wait, try again
                 self.last_error = f"drain: {exc}"
                 log.exception("outbox drain failed; retrying")
@@ -317,9 +330,12 @@ class CloudSync:
             item = self._commands.get()
             if item is None or self._stop.is_set():
                 return  # an unacknowledged command is delivered again after the restart
-            topic, payload, correlation, mid, qos = item
+            topic, payload, correlation, mid, qos, retain = item
             try:
-                self.handle_command(topic, payload, correlation)
+                if self.ha is not None and self.ha.is_button(topic):
+                    self.ha.press(topic, payload, retained=retain)
+                else:
+                    self.handle_command(topic, payload, correlation)
             except Exception:  # the thread outlives any command
                 log.exception("command on %s failed unexpectedly", topic)
             transport = self._transport

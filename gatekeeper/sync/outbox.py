@@ -51,6 +51,8 @@ class OutboxPump:
         self.last_ack_at: datetime | None = None
         self.published = 0
         self.acknowledged = 0
+        #: Called with (transport, relative topic, payload) after each row is handed over (Home Assistant).
+        self.on_published: Callable[[Transport, str, str], None] | None = None
 
     @property
     def window(self) -> int:
@@ -140,6 +142,8 @@ class OutboxPump:
                     return
                 self.register(mid, row.id)
                 self.published += 1
+                if self.on_published is not None:
+                    self.on_published(transport, row.topic, row.payload)
                 sent.append(row.id)
             # One commit (one fsync) per batch: the attempts counted and the PUBACKs so far marked sent.
             with self.store.transaction():

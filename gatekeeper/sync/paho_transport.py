@@ -263,7 +263,7 @@ class PahoTransport:
             props = message.properties
             correlation = getattr(props, "CorrelationData", None) if props is not None else None
             self._listener.on_message(message.topic, bytes(message.payload), correlation=correlation,
-                                      mid=message.mid, qos=message.qos)
+                                      mid=message.mid, qos=message.qos, retain=bool(message.retain))
         except Exception:
             log.exception("on_message failed")
 

@@ -34,8 +34,9 @@ class TransportListener(Protocol):
 
     def on_subscribed(self, mid: int, *, error: str | None) -> None: ...
 
-    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int, qos: int) -> None:
-        """A command. It is not acknowledged to the broker until :meth:`Transport.ack` is called with
+    def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int, qos: int,
+                   retain: bool = False) -> None:
+        """A command (or, with Home Assistant's open buttons on, a button press; ``retain``: a retained copy). It is not acknowledged to the broker until :meth:`Transport.ack` is called with
         ``mid`` and ``qos``: a message never acked is delivered again after a reconnect."""
 
 
