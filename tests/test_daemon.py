@@ -148,6 +148,7 @@ def test_watchdog_is_fed_only_while_every_lane_is_healthy(tmp_path: Path, system
             systemd.receive(0.1)  # the daemon notices the stall within lane_stall_s + a tick
         alarms = daemon.store.events(kinds=["alarm"])
         assert alarms and alarms[0]["reason"] == "lane_stalled" and alarms[0]["lane"] == "entry-1"
+        assert daemon.lane_health() == {"entry-1": "stalled"}  # what Home Assistant's problem sensor shows
         systemd.drain()
         quiet_until = time.monotonic() + 2.0
         while (left := quiet_until - time.monotonic()) > 0:
@@ -156,6 +157,7 @@ def test_watchdog_is_fed_only_while_every_lane_is_healthy(tmp_path: Path, system
 
         reader.release.set()
         assert systemd.wait_for("WATCHDOG=1", 5), "feeding resumes once the lane moves again"
+        assert daemon.lane_health() == {"entry-1": "ok"}
     finally:
         reader.release.set()
         daemon.request_stop()

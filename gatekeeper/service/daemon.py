@@ -133,7 +133,7 @@ class Daemon:
         if self._consolidator_factory is None:
             self._consolidator_factory = default_consolidator_factory(s.anpr)
         self.sync = start_sync(s, self.store, open_handler=self._remote_open, on_config_change=self.request_reload,
-                               lane_health=self._lane_health)
+                               lane_health=self.lane_health)
         for lane in s.lanes:
             self.lanes[lane.id] = build_lane(
                 s, lane, store=self.store, reader=self._reader, pin_factory=self._pin_factory,
@@ -174,7 +174,7 @@ class Daemon:
             raise KeyError(f"no lane {lane!r}")
         runner.open_manual(reason=reason, by=by, remote=True)
 
-    def _lane_health(self) -> dict[str, str]:
+    def lane_health(self) -> dict[str, str]:
         """Each lane ``ok`` or ``stalled`` (its worker missed ``daemon.lane_stall_s``), for Home Assistant."""
         stall = self.settings.daemon.lane_stall_s
         return {lane_id: "ok" if runner.healthy(stall) else "stalled" for lane_id, runner in list(self.lanes.items())}
