@@ -121,7 +121,7 @@ class CloudSync:
         self.ha: HomeAssistantBridge | None = None
         if settings.homeassistant.enabled:
             self.ha = HomeAssistantBridge(settings, store, base=self.base, lane_health=lane_health,
-                                          open_handler=open_handler)
+                                          open_handler=open_handler, clock=clock)
             self.pump.on_published = self.ha.on_outbox_row
 
     def topic(self, relative: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from gatekeeper import __version__
@@ -56,6 +57,7 @@ class HomeAssistantBridge:
         base: str,
         lane_health: LaneHealth | None = None,
         open_handler: OpenHandler | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.cfg = settings.homeassistant
         self.settings = settings
@@ -64,6 +66,7 @@ class HomeAssistantBridge:
         self.lanes = [lane.id for lane in settings.lanes]
         self._lane_health = lane_health
         self._open_handler = open_handler
+        self._clock = clock
         self._last_health: dict[str, Any] | None = None
         self._checked_at = 0.0
         self._sent_at = 0.0
@@ -113,7 +116,7 @@ class HomeAssistantBridge:
         state = {"outbox_backlog": int(self.store.outbox_stats()["pending"]), "lanes": lanes}
         if state == self._last_health and now - self._sent_at < HEALTH_REFRESH_S:
             return
-        body = health_payload(at=to_iso(utcnow()), **state)
+        body = health_payload(at=to_iso(self._clock()), **state)
         if self._publish(transport, HEALTH_TOPIC, body, retain=True):
             self._last_health, self._sent_at = state, now
 
@@ -128,9 +131,10 @@ class HomeAssistantBridge:
     # ------------------------------------------------------------------ open button
 
     def is_button(self, topic: str) -> bool:
-        parts = topic.split("/")
-        return (self.cfg.allow_open and topic.startswith(f"{self.base}/lanes/") and len(parts) >= 2
-                and parts[-1] == "open" and topic == f"{self.base}/{OPEN_BUTTON_TOPIC.format(lane=parts[-2])}")
+        """``{base}/lanes/{lane}/open`` (any lane: an unknown one is refused by :meth:`press`)."""
+        prefix = f"{self.base}/lanes/"
+        lane, _, last = topic[len(prefix):].partition("/") if topic.startswith(prefix) else ("", "", "")
+        return bool(lane) and last == "open"
 
     def press(self, topic: str, payload: bytes, *, retained: bool) -> bool:
         """A button press: open the lane once. False (logged, counted in ``ignored``) when it was not a
