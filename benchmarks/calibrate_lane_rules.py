@@ -10,7 +10,9 @@ the true plate, its one- and two-look-alike swaps and one random substitution, o
 of the region; scenarios *inside* and *not inside* (the same set without the true plate). This script re-scores that cached evidence the way the lane scores it
 (``gatekeeper.lane.recorder.score``): candidates no listed layout of the region fits carry the
 grammar's fallback penalty, the best candidate must also beat its look-alike twins that are valid
-plates (shadows), and a free reading that is the best's look-alike twin refuses. Then the same
+plates (shadows), and a free reading that is the best's look-alike twin refuses; and decides as
+``rules.decide_exit`` does: below T the best is still taken when the evidence's free reading is
+the best itself (M and G met, no twin, no whole read). Then the same
 0-wrong grid search with a safety step (T - 0.1, M - 1, G + 1 must stay at 0 wrong) and a two-fold
 check.
 
@@ -85,6 +87,8 @@ def tally(rows: list[dict[str, Any]], t: Thresholds) -> dict[str, int]:
     out = {"inside": 0, "correct": 0, "wrong_inside": 0, "not_inside": 0, "wrong_not_inside": 0}
     for r in rows:
         ok = r["norm"] >= t.min_score_norm and r["margin"] >= t.min_margin and r["gap"] <= t.max_free_gap
+        # rules._grammar_reads_best: only T failed and the evidence's free reading is the best itself.
+        ok = ok or (r["free_is_best"] and r["margin"] >= t.min_margin and r["gap"] <= t.max_free_gap)
         if r["scenario"] == "inside":
             out["inside"] += 1
             out["correct"] += ok and r["best"] == r["truth"]
@@ -150,6 +154,8 @@ def rows_for(views: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any
                 "norm": r.score_norm if r else -math.inf, "margin": r.margin if r else 0.0,
                 "gap": (math.inf if r.twin else r.free_gap) if r else math.inf,
                 "twin": r.twin if r else "", "shadow": r.shadow if r else "",
+                "free_is_best": bool(r and not r.twin and r.best and r.free == r.best
+                                     and not (v["read"] and w(v["read"]))),   # the lane: no whole read
             })
     return rows, relabelled
 

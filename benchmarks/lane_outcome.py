@@ -640,7 +640,15 @@ def main() -> int:
                         help="second exit attempt with a new perturbation (default: the same photo again)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("--out", type=Path, default=Path("lane-outcome"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for the daemon and the CLI, e.g. anpr.plate_detector=true (repeatable; "
+                             "passed as GATEKEEPER_ANPR__PLATE_DETECTOR, which wins over the generated config)")
     args = parser.parse_args()
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key or not key.replace(".", "").replace("_", "").isalnum():
+            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
+        os.environ["GATEKEEPER_" + key.upper().replace(".", "__")] = value
     if not 1 <= args.inside <= 200:
         parser.error("--inside must be 1..200 (the protocol uses 30-60)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -226,6 +226,7 @@ class PlateScores(Protocol):
 
     best: str
     score_norm: float
+    free: str  # the likeliest reading of the evidence other than ``best`` (``best`` when there is none)
     free_gap: float
     scores: tuple[tuple[str, float], ...]
     twin: str  # the evidence's own reading, ``best`` with look-alikes swapped ('' when none)
@@ -367,6 +368,12 @@ def _fallback_allowed(scores: PlateScores, thresholds: MatchThresholds) -> bool:
     return not scores.twin and scores.margin >= thresholds.min_margin and scores.free_gap <= thresholds.max_free_gap
 
 
+def _grammar_reads_best(scores: PlateScores, thresholds: MatchThresholds) -> bool:
+    """Only the score threshold failed, and the free reading of the evidence *is* the best
+    candidate (nothing else read there): calibrated with 0 wrong accepts (docs/anpr.md)."""
+    return _fallback_allowed(scores, thresholds) and bool(scores.best) and scores.free == scores.best
+
+
 def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
     """The candidates within the margin of the best (what the attendant chooses among)."""
     if not scores.scores:
@@ -483,6 +490,11 @@ def decide_exit(
             found, _ = match_session(key, sessions, max_distance=policy.match_max_distance)
             if found is not None and found.session.plate == scores.best:
                 match = found
+        if match is None and not key and _grammar_reads_best(scores, policy.thresholds) and scores.best in by_plate:
+            # No whole read was sure enough, but the grammar's own reading of the evidence is the
+            # scorer's best, unrivalled: the string fallback's case, read on the evidence itself
+            # (never against a whole read of another plate).
+            match = Match(by_plate[scores.best], 0.0)
         if match is None:
             if not key:
                 return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE], candidates=_close_candidates(

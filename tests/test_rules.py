@@ -269,6 +269,7 @@ class Scores:
     free_gap: float
     scores: tuple[tuple[str, float], ...] = ()
     twin: str = ""
+    free: str = ""
 
 
 STRICT = _Policy(thresholds=MatchThresholds(min_score_norm=-0.5, min_margin=3.0, max_free_gap=2.0))
@@ -316,6 +317,24 @@ def test_exit_no_read_without_a_confident_candidate() -> None:
     d = _decide_exit("", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
                      scores=Scores("AB123CD", -2.5, float("inf"), 6.0, (("AB123CD", -17.0),)))
     assert (d.open, d.reason) == (False, Reason.NO_PLATE)
+
+
+def test_exit_opens_when_the_evidence_reads_the_unrivalled_best_though_no_read_was_sure() -> None:
+    """No whole read cleared min_confidence; the grammar's reading of the crop is the session's plate."""
+    sessions = [session(1, "KM80RAK", status="paid", paid_at=NOW), session(2, "RK082AL")]
+    weak = dict(score_norm=-2.0, margin=50.0, free_gap=0.0, scores=(("KM80RAK", -14.0), ("RK082AL", -64.0)))
+    d = _decide_exit("", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("KM80RAK", free="KM80RAK", **weak))
+    assert (d.open, d.session_id, d.reason) == (True, 1, Reason.PAID)
+    # The evidence reads something else too (or a rival is close, or a twin): stays shut.
+    for scores in (Scores("KM80RAK", free="KM8ORAK", **weak),
+                   Scores("KM80RAK", free="KM80RAK", **{**weak, "margin": 1.0}),
+                   Scores("KM80RAK", free="KM80RAK", twin="KMB0RAK", **weak)):
+        assert not _decide_exit("", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT, scores=scores).open
+    # A whole read of another plate is never overruled this way.
+    d = _decide_exit("XY987ZZ", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
+                     scores=Scores("KM80RAK", free="KM80RAK", **weak))
+    assert (d.open, d.reason) == (False, Reason.NO_ENTRY_RECORD)
 
 
 def test_entry_scores_only_let_privileged_plates_into_a_full_lot() -> None:
