@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import itertools  # noqa: E402
-import random  # noqa: E402
 
+from calibrate_matching import swap_lookalike  # noqa: E402  (the same distractors as the calibration)
 from lane_outcome import seeded_rng  # noqa: E402
 
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
@@ -49,7 +49,6 @@ from gatekeeper.lane.recorder import NOT_WHOLE_PRIOR  # noqa: E402
 from gatekeeper.vision.scoring import Thresholds, lookalike_twins, rank, single_swaps  # noqa: E402
 
 
-LOOKALIKE_GROUPS = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 GRID_T = [round(float(x), 2) for x in np.arange(-3.0, 0.01, 0.1)]
 GRID_M = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
@@ -57,22 +56,11 @@ GRID_G = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 1e9]
 SAFETY = (0.1, 1.0, 1.0)   # T lowered, M lowered, G raised: still 0 wrong
 
 
-def _swap(plate: str, rng: random.Random, swaps: int) -> str | None:
-    positions = [i for i, ch in enumerate(plate) if any(ch in g for g in LOOKALIKE_GROUPS)]
-    if len(positions) < swaps:
-        return None
-    out = list(plate)
-    for i in rng.sample(positions, swaps):
-        group = next(g for g in LOOKALIKE_GROUPS if out[i] in g)
-        out[i] = rng.choice([c for c in group if c != out[i]])
-    return "".join(out)
-
-
 def candidate_set(view: dict[str, Any], region_plates: list[str], seed: int) -> list[str]:
     """The true plate, its hard look-alike distractors, other plates of the region: 30-60 (seeded)."""
     rng = seeded_rng(seed, view["region"], view["image"], view["kind"], "candidates")
     truth = view["truth"]
-    one, two = _swap(truth, rng, 1), _swap(truth, rng, 2)
+    one, two = swap_lookalike(truth, rng, 1), swap_lookalike(truth, rng, 2)
     sub = list(truth)
     i = rng.randrange(len(sub))
     sub[i] = rng.choice([c for c in ALNUM if c != sub[i]])
