@@ -7,7 +7,6 @@ the broker under its own client id, and opens the database without creating it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -255,6 +254,7 @@ def _check_onnx_models(settings: Settings) -> list[Check]:
 
 def _check_torch_weights(settings: Settings) -> list[Check]:
     """anpr.runtime = "torch": EasyOCR's weights and the plate tuning against checksums.json."""
+    from gatekeeper.vision.onnx_recognizer import sha256_of
     from gatekeeper.vision.recognizer import EASYOCR_RECOGNIZER_FILE, PLATE_TUNING_FILE, ModelNotFoundError, locate_weights
 
     anpr = settings.anpr
@@ -271,7 +271,7 @@ def _check_torch_weights(settings: Settings) -> list[Check]:
         if not path.is_file():
             checks.append(Check(f"model {path.name}", "fail", f"{path} is missing", "reinstall gatekeeper"))
             continue
-        digest = _sha256(path)
+        digest = sha256_of(path)
         expected = known.get(path.name)
         data = {"path": str(path), "sha256": digest}
         if expected is None:
@@ -317,14 +317,6 @@ def _known_checksums() -> dict[str, str]:
         return dict(json.loads(CHECKSUMS.read_text(encoding="utf-8"))["sha256"])
     except (OSError, ValueError, KeyError):
         return {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- broker, clock, systemd

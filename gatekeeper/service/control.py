@@ -216,18 +216,24 @@ class _NoRequest(Exception):
     """The peer connected and closed without sending anything (a liveness probe)."""
 
 
-def _read_message(conn: socket.socket) -> dict[str, Any]:
+def _read_line(sock: socket.socket, *, chunk_size: int, limit: int | None = None) -> bytes:
+    """Bytes up to and including the first newline (or until the peer closes); the protocol is one JSON line."""
     buf = bytearray()
     while b"\n" not in buf:
-        chunk = conn.recv(4096)
+        chunk = sock.recv(chunk_size)
         if not chunk:
             break
         buf += chunk
-        if len(buf) > MAX_REQUEST_BYTES:
-            raise ValueError(f"request larger than {MAX_REQUEST_BYTES} bytes")
+        if limit is not None and len(buf) > limit:
+            raise ValueError(f"request larger than {limit} bytes")
+    return bytes(buf)
+
+
+def _read_message(conn: socket.socket) -> dict[str, Any]:
+    buf = _read_line(conn, chunk_size=4096, limit=MAX_REQUEST_BYTES)
     if not buf:
         raise _NoRequest()
-    line = bytes(buf).split(b"\n", 1)[0]
+    line = buf.split(b"\n", 1)[0]
     if not line.strip():
         raise ValueError("empty request")
     try:
@@ -269,12 +275,7 @@ def request(socket_path: str | os.PathLike[str], payload: dict[str, Any], timeou
             raise ControlError(f"cannot connect to {path}: {exc}") from None
         try:
             sock.sendall(json.dumps(payload).encode("utf-8") + b"\n")
-            buf = bytearray()
-            while b"\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+            buf = _read_line(sock, chunk_size=65536)
         except TimeoutError:
             raise ControlError(f"the daemon on {path} did not answer within {timeout:g} s") from None
         except OSError as exc:
@@ -282,7 +283,7 @@ def request(socket_path: str | os.PathLike[str], payload: dict[str, Any], timeou
     finally:
         sock.close()
     try:
-        reply = json.loads(bytes(buf).split(b"\n", 1)[0])
+        reply = json.loads(buf.split(b"\n", 1)[0])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ControlError(f"the daemon on {path} sent a reply that is not JSON") from None
     if not isinstance(reply, dict):

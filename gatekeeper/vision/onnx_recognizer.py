@@ -38,7 +38,8 @@ MANIFEST = "recognizers.json"
 _EXPORT_HINT = "reinstall gatekeeper, or make it again with training/export_onnx.py"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (hex), read in blocks: what the model manifests and `gatekeeper doctor` compare."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -73,7 +74,7 @@ def verified_model(folder: Path, name: str) -> tuple[Path, dict[str, Any]]:
     path = folder / entry["file"]
     if not path.is_file():
         raise ModelNotFoundError(f"recogniser model {path} not found: {_EXPORT_HINT}")
-    if _sha256(path) != entry["sha256"]:
+    if sha256_of(path) != entry["sha256"]:
         raise ModelNotFoundError(
             f"recogniser model {path} does not match its checksum in {folder / MANIFEST} (altered or "
             f"truncated): {_EXPORT_HINT}"
