@@ -39,9 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import itertools  # noqa: E402
 
-from calibrate_matching import swap_lookalike  # noqa: E402  (the same distractors as the calibration)
+from calibrate_matching import grid_search, swap_lookalike  # noqa: E402  (the same distractors and grid)
 from lane_outcome import seeded_rng  # noqa: E402
 
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
@@ -50,10 +49,6 @@ from gatekeeper.vision.scoring import Thresholds, lookalike_twins, rank, single_
 
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-GRID_T = [round(float(x), 2) for x in np.arange(-3.0, 0.01, 0.1)]
-GRID_M = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
-GRID_G = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 1e9]
-SAFETY = (0.1, 1.0, 1.0)   # T lowered, M lowered, G raised: still 0 wrong
 
 
 def candidate_set(view: dict[str, Any], region_plates: list[str], seed: int) -> list[str]:
@@ -93,20 +88,7 @@ def rate(c: dict[str, int]) -> str:
 
 def search(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The best 0-wrong point, and the best that stays at 0 wrong loosened by the safety step."""
-    best = safe = None
-    for t, m, g in itertools.product(GRID_T, GRID_M, GRID_G):
-        c = tally(rows, Thresholds(t, m, g))
-        if c["wrong_inside"] or c["wrong_not_inside"]:
-            continue
-        if best is None or c["correct"] > best[1]["correct"]:
-            best = ((t, m, g), c)
-        loose = tally(rows, Thresholds(round(t - SAFETY[0], 2), max(0.0, m - SAFETY[1]), g + SAFETY[2]))
-        if loose["wrong_inside"] or loose["wrong_not_inside"]:
-            continue
-        if safe is None or c["correct"] > safe[1]["correct"] or (
-                c["correct"] == safe[1]["correct"] and (m, -g, t) > (safe[0][1], -safe[0][2], safe[0][0])):
-            safe = ((t, m, g), c)
-    return {"best": best, "safe": safe}
+    return grid_search(lambda t, m, g: tally(rows, Thresholds(t, m, g)))
 
 
 def rows_for(views: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], int]:
