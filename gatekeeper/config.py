@@ -151,9 +151,17 @@ class AnprConfig(Section):
         description="closed-vocabulary matching: nats the free reading may be more likely than the best candidate",
     )
 
+    match_outside_prior: float = Field(
+        MatchThresholds.outside_prior, ge=-30, le=0,
+        description="closed-vocabulary matching: log prior of a look-alike twin of a candidate that is not one "
+        "(a car with no session) against a candidate",
+    )
+
     @property
     def match_thresholds(self) -> MatchThresholds:
-        return MatchThresholds(self.match_min_score, self.match_min_margin, self.match_max_free_gap)
+        return MatchThresholds(
+            self.match_min_score, self.match_min_margin, self.match_max_free_gap, self.match_outside_prior
+        )
 
 
 class RulesConfig(Section):

@@ -206,12 +206,16 @@ class MatchThresholds:
 
     ``min_score_norm``: per-character natural-log probability of the best candidate;
     ``min_margin``: nats it must beat the runner-up by; ``max_free_gap``: nats the free
-    (unconstrained) reading may be more likely than it.
+    (unconstrained) reading may be more likely than it. ``outside_prior``: the log prior of a
+    plate that is *not* a candidate (a car with no session whose plate is one look-alike away
+    from one inside) against one that is; the best candidate must beat such look-alike twins by
+    the margin after this prior (0 treats them as likely as a car inside).
     """
 
-    min_score_norm: float = -1.0
+    min_score_norm: float = -2.5
     min_margin: float = 3.0
-    max_free_gap: float = 2.0
+    max_free_gap: float = 6.0
+    outside_prior: float = -8.0
 
 
 @dataclass(frozen=True)

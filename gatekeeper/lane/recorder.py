@@ -63,7 +63,8 @@ class DecisionRecorder:
             if photos and (lot.free <= 0 or not plate):
                 privileged = [r.plate for r in reservations if r.active(now)]
                 privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
-                scores = score(photos, privileged, is_whole=self.is_whole)
+                scores = score(photos, privileged, is_whole=self.is_whole,
+                               outside_prior=self.policy.thresholds.outside_prior)
             return decide_entry(
                 plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
@@ -75,7 +76,8 @@ class DecisionRecorder:
             tariff=self.store.tariff(),
             lists=self.store.list_entries(),
             policy=self.policy,
-            scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole) if photos else None,
+            scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
+                         outside_prior=self.policy.thresholds.outside_prior) if photos else None,
         )
 
     def record(
@@ -158,14 +160,16 @@ NOT_WHOLE_PRIOR = -3.0
 
 
 def score(
-    photos: Sequence[Sequence[Glimpse]], plates: Sequence[str], *, is_whole: WholePlate | None = None
+    photos: Sequence[Sequence[Glimpse]], plates: Sequence[str], *, is_whole: WholePlate | None = None,
+    outside_prior: float = 0.0,
 ) -> PlateScores | None:
     """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank).
 
     With the lane's grammar (``is_whole``) a plate no listed layout fits carries the grammar's
     fallback penalty, and the best candidate must also beat its look-alike twins that are
     valid plates (any twin, for a plate that is not: the grammar cannot tell those apart),
-    as a car that is not inside could carry them (docs/anpr.md, calibration).
+    as a car that is not inside could carry them, weighted by ``outside_prior`` (the log prior
+    of such a car against one inside; docs/anpr.md, calibration).
     """
     if not photos or not plates:
         return None
@@ -185,4 +189,5 @@ def score(
         free=[[list(g.readings) for g in photo] for photo in photos],
         prior=prior,
         shadows=shadows,
+        shadow_prior=outside_prior,
     )
