@@ -211,10 +211,11 @@ def test_the_wall_clock_rules_over_the_spring_and_autumn_changes() -> None:
 def test_new_york_skips_two_to_three_in_march_and_repeats_one_to_two_in_november() -> None:
     march = datetime(2026, 3, 8, 5, tzinfo=UTC)  # Sunday 00:00 EST
     assert real_minutes_admitted(parse_schedule("Sun 02:00-03:00", tz=NEW_YORK), march, 26) == 0
-    assert real_minutes_admitted(parse_schedule("Sat 22:00-06:00", tz=NEW_YORK), march - timedelta(hours=2), 12) == 7 * 60
+    saturday_night = parse_schedule("Sat 22:00-06:00", tz=NEW_YORK)
+    assert real_minutes_admitted(saturday_night, march - timedelta(hours=2), 12) == 7 * 60
     november = datetime(2026, 11, 1, 4, tzinfo=UTC)  # Sunday 00:00 EDT
     assert real_minutes_admitted(parse_schedule("Sun 01:00-02:00", tz=NEW_YORK), november, 26) == 120
-    assert real_minutes_admitted(parse_schedule("Sat 22:00-06:00", tz=NEW_YORK), november - timedelta(hours=2), 12) == 9 * 60
+    assert real_minutes_admitted(saturday_night, november - timedelta(hours=2), 12) == 9 * 60
 
 
 def test_a_naive_time_is_refused() -> None:
@@ -264,6 +265,15 @@ def test_bad_rules_say_what_is_wrong(text: str, says: str | None) -> None:
         return
     with pytest.raises(ScheduleError, match=says):
         parse_schedule(text, tz=LONDON)
+
+
+def test_the_wire_model_knows_the_same_days() -> None:
+    from typing import get_args
+
+    from gatekeeper.messages import Weekday
+    from gatekeeper.schedules import DAY_NAMES
+
+    assert get_args(Weekday) == DAY_NAMES
 
 
 def test_describe_groups_days_monday_first() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from gatekeeper.cli.util import (
     EXIT_OK,
+    EXIT_REFUSED,
     EXIT_USAGE,
     fail,
     open_store,
@@ -26,7 +27,7 @@ from gatekeeper.cli.util import (
 from gatekeeper.config import Settings
 from gatekeeper.rules import normalise_plate
 from gatekeeper.schedules import ScheduleError, WeeklySchedule, from_wire, parse_schedule
-from gatekeeper.store import StoreError
+from gatekeeper.store import Store, StoreError
 
 LIST_COLUMNS = ("plate", "schedule", "active_now", "valid_from", "valid_until", "note", "updated_at")
 RESERVATION_COLUMNS = ("id", "plate", "valid_from", "valid_until", "schedule", "active_now", "note")
@@ -87,7 +88,7 @@ def cmd_list_remove(args: argparse.Namespace) -> int:
         print_json({"kind": args.kind, "removed": removed})
     else:
         print(f"{args.kind} list: {removed} of {len(args.plates)} removed")
-    return EXIT_OK if removed == len(args.plates) else 1
+    return EXIT_OK if removed == len(args.plates) else EXIT_REFUSED
 
 
 def cmd_list_show(args: argparse.Namespace) -> int:
@@ -117,7 +118,7 @@ def cmd_reservations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _with_active(store: Any, kind: str, plate: str) -> dict[str, Any]:
+def _with_active(store: Store, kind: str, plate: str) -> dict[str, Any]:
     [row] = [r for r in store.list_rows(kind) if r["plate"] == plate]
     entry = next(e for e in store.list_entries() if e.kind == kind and e.plate == plate)
     return {**row, "active_now": entry.active(store.clock())}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from dataclasses import asdict
@@ -90,8 +91,8 @@ class AccessLists:
 
     def reservations(self) -> list[Reservation]:
         return [
-            Reservation(r["id"], r["plate"], from_iso(r["valid_from"]), from_iso(r["valid_until"]),  # type: ignore[arg-type]
-                        self._schedule(r["schedule"]))
+            Reservation(r["id"], r["plate"], from_iso(r["valid_from"]),  # type: ignore[arg-type]
+                        from_iso(r["valid_until"]), self._schedule(r["schedule"]))  # type: ignore[arg-type]
             for r in self._db.rows("SELECT * FROM reservations ORDER BY valid_from")
         ]
 
@@ -105,7 +106,7 @@ class AccessLists:
         self, reservation_id: str, plate: str, valid_from: datetime, valid_until: datetime, note: str | None = None,
         schedule: WeeklySchedule | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Create or replace one reservation; with ``schedule`` it holds only at those weekly hours within its window."""
+        """Create or replace one reservation; with ``schedule`` only at those weekly hours within its window."""
         key = normalise_plate(plate)
         if not key or not reservation_id:
             raise StoreError("a reservation needs an id and a plate")
@@ -126,7 +127,14 @@ class AccessLists:
             return conn.execute("DELETE FROM reservations WHERE id=?", (reservation_id,)).rowcount > 0
 
     def _schedule(self, text: str | None) -> WeeklySchedule | None:
-        return None if not text else from_wire(json.loads(text), tz=self.timezone)
+        return None if not text else _read_schedule(text, self.timezone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_schedule(text: str, tz: tzinfo) -> WeeklySchedule:
+    """Stored rules -> schedule, once per distinct text: the lanes read the lists at every decision, and most
+    entries share a few schedules (a schedule is immutable, so sharing one is safe)."""
+    return from_wire(json.loads(text), tz=tz)
 
 
 def _schedule_json(schedule: Any, what: str) -> str | None:
