@@ -304,7 +304,7 @@ def test_outside_its_hours_an_allow_listed_plate_is_a_visitor_and_pays(tmp_path:
     lot.store.set_list_entries("allow", [{"plate": "CL34NER", "schedule": [
         {"days": ["sat"], "start": "06:00", "end": "09:00"}]}])
     visitor = lot.decided(ENTRY, "CL34NER")  # a Tuesday
-    assert (visitor.open, visitor.reason) == (True, "entry")
+    assert (visitor.open, visitor.reason, lot.displays[ENTRY].last) == (True, "entry", "Welcome")
     assert lot.events("entry")[-1]["message"] == "Welcome (allow list: outside its schedule Sat 06:00-09:00)"
     lot.clock.advance(timedelta(hours=3))
     leaving = lot.decided(EXIT, "CL34NER")
