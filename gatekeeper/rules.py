@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Iterable, Literal, Protocol, Sequence
 
+from gatekeeper.schedules import WeeklySchedule
+
 _NON_ALNUM = re.compile(r"[^A-Z0-9]")
 
 #: Characters OCR confuses; a substitution inside one group costs LOOKALIKE_COST.
@@ -160,30 +162,46 @@ class SessionView:
 
 @dataclass(frozen=True)
 class ListEntry:
-    """An allow- or deny-list entry with an optional validity window."""
+    """An allow- or deny-list entry with an optional validity window and (allow only) weekly schedule.
+
+    ``valid_from``/``valid_until`` bound when the entry exists at all; ``schedule`` (None = always)
+    the weekly hours it holds within that, on the lot's wall clock (:mod:`gatekeeper.schedules`).
+    """
 
     plate: str
     kind: Literal["allow", "deny"]
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    schedule: WeeklySchedule | None = None
 
-    def active(self, now: datetime) -> bool:
+    def valid(self, now: datetime) -> bool:
+        """Inside the validity window (the schedule aside)."""
         return (self.valid_from is None or self.valid_from <= now) and (
             self.valid_until is None or now < self.valid_until
         )
 
+    def in_schedule(self, moment: datetime) -> bool:
+        return self.schedule is None or self.schedule.admits(moment)
+
+    def active(self, now: datetime) -> bool:
+        return self.valid(now) and self.in_schedule(now)
+
 
 @dataclass(frozen=True)
 class Reservation:
-    """A booked space: the plate may enter within the window even when the lot is full."""
+    """A booked space: the plate may enter within the window even when the lot is full.
+
+    With a ``schedule`` only at those weekly hours within the window (a recurring booking).
+    """
 
     id: str
     plate: str
     valid_from: datetime
     valid_until: datetime
+    schedule: WeeklySchedule | None = None
 
     def active(self, now: datetime) -> bool:
-        return self.valid_from <= now < self.valid_until
+        return self.valid_from <= now < self.valid_until and (self.schedule is None or self.schedule.admits(now))
 
 
 @dataclass(frozen=True)
@@ -394,6 +412,27 @@ def _active_list(plate: str, entries: Iterable[ListEntry], kind: str, now: datet
     return any(e.kind == kind and e.plate == plate and e.active(now) for e in entries)
 
 
+def _off_schedule(plate: str, now: datetime, lists: Iterable[ListEntry], reservations: Iterable[Reservation]) -> str:
+    """Why a plate's valid allow-list entry or reservation does not hold now (outside its weekly schedule), for
+    the event a technician reads; '' when none."""
+    def shown(schedule: WeeklySchedule | None) -> str:
+        text = schedule.describe() if schedule else ""
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    parts = [f"allow list: outside its schedule {shown(e.schedule)}" for e in lists
+             if e.kind == "allow" and e.plate == plate and e.valid(now) and not e.in_schedule(now)]
+    parts += [f"reservation {r.id}: outside its schedule {shown(r.schedule)}" for r in reservations
+              if r.plate == plate and r.valid_from <= now < r.valid_until and not r.active(now)]
+    return "; ".join(parts)
+
+
+def _allow_list_exit(session: SessionView, lists: Iterable[ListEntry], now: datetime) -> bool:
+    """An allow-listed stay leaves free: the entry is still valid, and its schedule held when the stay began
+    (a stay is a permit stay or a visitor's from its entry on; leaving after the window closes costs nothing)."""
+    return any(e.kind == "allow" and e.plate == session.plate and e.valid(now) and e.in_schedule(session.entry_at)
+               for e in lists)
+
+
 def decide_entry(
     plate: str,
     *,
@@ -405,6 +444,9 @@ def decide_entry(
     scores: PlateScores | None = None,
 ) -> Decision:
     """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot).
+
+    Allow-list entries and reservations hold only inside their weekly schedule, if they have one;
+    outside it the plate is a visitor like any other (the event's detail says why).
 
     ``plate`` is a whole read ('' when there is none). ``scores`` ranks the active allow-list
     and reservation plates on the vehicle's probabilities: when the lot is full and the read is
@@ -442,7 +484,8 @@ def decide_entry(
     elif allowed:
         reason = Reason.ENTRY_ALLOWED
     else:
-        return Decision(False, Reason.FULL, MESSAGES[Reason.FULL], plate=key)
+        return Decision(False, Reason.FULL, MESSAGES[Reason.FULL], plate=key,
+                        detail=_off_schedule(key, now, lists, reservations))
     return Decision(
         True,
         reason,
@@ -450,6 +493,7 @@ def decide_entry(
         Action.START_SESSION,
         key,
         reservation_id=reservation.id if reservation else None,
+        detail="" if reason != Reason.ENTRY else _off_schedule(key, now, lists, reservations),
     )
 
 
@@ -469,6 +513,7 @@ def decide_exit(
     decides: its best candidate when it clears ``policy.thresholds``; shut with the close
     candidates when another fits nearly as well. The whole read ``plate`` is matched by
     :func:`match_session` only where the scorer agrees or has no view (see docs/anpr.md).
+    An allow-listed plate leaves free while its entry is valid, if its schedule held when the stay began.
     """
     key = normalise_plate(plate)
     if scores is not None:
@@ -522,7 +567,7 @@ def decide_exit(
             return Decision(False, Reason.NO_ENTRY_RECORD, MESSAGES[Reason.NO_ENTRY_RECORD], plate=key)
     session = match.session
     common = dict(plate=session.plate, session_id=session.id, match_distance=match.distance)
-    if _active_list(session.plate, lists, "allow", now):
+    if _allow_list_exit(session, lists, now):
         return Decision(True, Reason.ALLOW_LIST_EXIT, MESSAGES[Reason.ALLOW_LIST_EXIT], Action.CLOSE_SESSION, **common)
     due = fee_due(session, now, tariff)
     if due == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,79 @@ def test_errors_are_one_line_and_non_zero(config: Path, args: tuple[str, ...], m
     result = gk(*args, config=config)
     assert result.returncode != 0
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- access lists
+
+
+def test_allow_list_with_a_weekly_schedule(config: Path) -> None:
+    seed(config)  # an existing lot (Europe/Berlin)
+    added = gk("allow", "add", "st-1", "--schedule", "Mon-Fri 07:00-19:00", "--schedule", "Sat 06:00-09:00",
+               "--note", "staff", config=config)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "allow list: ST1 added, Mon-Fri 07:00-19:00; Sat 06:00-09:00 (Europe/Berlin)"
+    assert gk("allow", "add", "CL 1", "--schedule", "Fri 22:00-06:00; Sun 10:00-24:00", "--until", "2030-01-01",
+              config=config).returncode == 0
+    assert gk("allow", "add", "VIP1", config=config).stdout.strip() == "allow list: VIP1 added, always"
+
+    table = gk("allow", "list", config=config).stdout
+    assert re.search(r"^ST1 +Mon-Fri 07:00-19:00; Sat 06:00-09:00 +(yes|no) +- +- +staff ", table, re.M), table
+    assert re.search(r"^CL1 +Fri 22:00-06:00; Sun 10:00-24:00 +(yes|no) +- +2030-01-01 00:00:00\+01:00", table, re.M)
+    assert re.search(r"^VIP1 +always +yes ", table, re.M)
+    assert "schedules are in the lot's time zone, Europe/Berlin" in table
+    rows = {r["plate"]: r for r in json.loads(gk("allow", "list", "--json", config=config).stdout)}
+    assert rows["ST1"]["schedule"] == [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "07:00", "end": "19:00"},
+                                       {"days": ["sat"], "start": "06:00", "end": "09:00"}]
+    assert rows["CL1"]["valid_until"] == "2029-12-31T23:00:00.000Z" and rows["VIP1"]["schedule"] is None
+    assert rows["VIP1"]["active_now"] is True
+
+    # What the CLI wrote is what the lane's rules read, in the lot's zone.
+    with Store.from_settings(load_settings(config)) as store:
+        berlin = load_settings(config).site.tz
+        staff = {e.plate: e for e in store.list_entries()}["ST1"]
+        assert staff.active(datetime(2026, 11, 23, 18, 59, tzinfo=berlin))  # a Monday
+        assert not staff.active(datetime(2026, 11, 23, 19, 0, tzinfo=berlin))
+
+    removed = gk("allow", "remove", "VIP 1", "NOPE1", config=config)
+    assert removed.returncode == 1 and removed.stdout.strip() == "allow list: 1 of 2 removed"
+    assert [r["plate"] for r in json.loads(gk("allow", "list", "--json", config=config).stdout)] == ["CL1", "ST1"]
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("Mon-Fry 07:00-19:00", "--schedule: 'Mon-Fry 07:00-19:00': unknown day 'Fry'"),
+        ("Mon 07:00-07:00", "is empty (the whole day is 00:00-24:00)"),
+        ("Mon 7-19", "start '7' is not a time (HH:MM)"),
+        ("weekdays 07:00-19:00", "unknown day 'weekdays'"),
+        ("Mon 19:00", "expected days and a time window"),
+    ],
+)
+def test_a_malformed_schedule_is_exit_2_with_one_clear_line(config: Path, schedule: str, message: str) -> None:
+    seed(config)
+    result = gk("allow", "add", "ST1", "--schedule", "Sat 06:00-09:00", "--schedule", schedule, config=config)
+    assert result.returncode == 2
+    assert result.stderr.startswith("gatekeeper: error: --schedule: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert json.loads(gk("allow", "list", "--json", config=config).stdout) == []  # nothing stored
+
+
+def test_deny_list_and_reservations_from_the_cli(config: Path) -> None:
+    seed(config)
+    assert gk("deny", "add", "BAD 1", "--note", "stolen", config=config).returncode == 0
+    refused = gk("deny", "add", "BAD2", "--schedule", "Mon 07:00-08:00", config=config)
+    assert refused.returncode == 2 and "--schedule" in refused.stderr  # the deny list has no schedules
+    assert [r["plate"] for r in json.loads(gk("deny", "list", "--json", config=config).stdout)] == ["BAD1"]
+    backwards = gk("allow", "add", "X1", "--from", "2026-02-01", "--until", "2026-01-01", config=config)
+    assert backwards.returncode == 2 and "--until must be after --from" in backwards.stderr
+    with Store.from_settings(load_settings(config)) as store:
+        now = datetime.now(UTC)
+        store.upsert_reservation("weekly-1", "RS1", now - timedelta(days=1), now + timedelta(days=30),
+                                 schedule=[{"days": ["tue"], "start": "09:00", "end": "12:00"}])
+    table = gk("reservations", config=config).stdout
+    assert re.search(r"^weekly-1 +RS1 +\S+ \S+ +\S+ \S+ +Tue 09:00-12:00 +(yes|no)", table, re.M), table
+    [row] = json.loads(gk("reservations", "--json", config=config).stdout)
+    assert row["schedule"] == [{"days": ["tue"], "start": "09:00", "end": "12:00"}]
 
 
 def test_history_and_events_tail(config: Path) -> None:

@@ -95,7 +95,7 @@ def test_help_states_the_discovery_order_that_readme_documents(tmp_path: Path) -
 def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
     write_config(tmp_path)
     for command in (["status"], ["sessions", "list"], ["events"], ["outbox"], ["history"], ["fee", "AB1"],
-                    ["sessions", "pay", "1"]):
+                    ["sessions", "pay", "1"], ["allow", "list"], ["allow", "add", "AB1"], ["reservations"]):
         result = run_gk(*command, cwd=tmp_path)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert f"no database at {tmp_path / 'data' / 'gatekeeper.db'}" in result.stderr
@@ -148,7 +148,9 @@ def test_json_is_json_all_the_way_down(tmp_path: Path) -> None:
     assert paid["kind"] == "paid" and paid["data"]["by"] == "technician" and paid["data"]["reference"] == "desk-7"
     for command in (["status", "--json"], ["sessions", "list", "--all", "--json"], ["history", "--json"],
                     ["outbox", "--json"], ["config", "check", "--json"], ["config", "path", "--json"],
-                    ["sessions", "edit", "1", "--plate", "AB124", "--json"]):
+                    ["sessions", "edit", "1", "--plate", "AB124", "--json"],
+                    ["allow", "add", "ST1", "--schedule", "Mon-Fri 07:00-19:00", "--json"], ["allow", "list", "--json"],
+                    ["reservations", "--json"]):
         result = run_gk(*command, cwd=tmp_path)
         assert result.returncode == 0, (command, result.stderr)
         no_json_strings(json.loads(result.stdout), " ".join(command))

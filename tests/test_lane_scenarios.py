@@ -267,6 +267,50 @@ def test_allow_list_enters_a_full_lot(tmp_path: Path, request: pytest.FixtureReq
     assert (outcome.open, outcome.reason) == (True, "entry_allow_list")
 
 
+def test_a_scheduled_allow_list_entry_enters_a_full_lot_only_in_its_hours(tmp_path: Path,
+                                                                          request: pytest.FixtureRequest) -> None:
+    """Staff Mon-Fri 07:00-19:00 in the lot's zone (Europe/Berlin): in a full lot they enter in their hours,
+    get "Parking full" outside them, and the hours follow the wall clock across the March DST change."""
+    lot = make_lot(tmp_path, request, capacity=1)  # T0 = Tuesday 10 March 2026, 10:00 in Berlin
+    lot.enter("AB123CD")
+    lot.store.set_list_entries("allow", [{"plate": "PM777AA", "schedule": [
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "07:00", "end": "19:00"}]}])
+    inside = lot.decided(ENTRY, "PM777AA")
+    assert (inside.open, inside.reason, lot.displays[ENTRY].last) == (True, "entry_allow_list", "Welcome")
+    lot.clock.advance(timedelta(hours=8, minutes=30))  # 18:31: still in the hours
+    assert lot.decided(EXIT, "PM777AA").reason == "allow_list_exit"
+
+    lot.clock.advance(timedelta(hours=1))  # 19:31: the hours are over
+    late = lot.decided(ENTRY, "PM777AA")
+    assert (late.open, late.reason, late.session_id) == (False, "full", None)
+    assert lot.displays[ENTRY].last == "Parking full"
+    denied = lot.outbox("events/denied")[-1]
+    assert denied["plate"] == "PM777AA" and denied["message"] == (
+        "Parking full (allow list: outside its schedule Mon-Fri 07:00-19:00)")
+
+    # Monday 23 March, 05:30 UTC is 06:30 in Berlin (CET): before the hours.
+    lot.clock.advance(datetime(2026, 3, 23, 5, 30, tzinfo=UTC) - lot.clock.now())
+    assert lot.decided(ENTRY, "PM777AA").reason == "full"
+    # Monday 30 March, the same 05:30 UTC is 07:30 in Berlin (CEST): in the hours.
+    lot.clock.advance(timedelta(days=7))
+    again = lot.decided(ENTRY, "PM777AA")
+    assert (again.open, again.reason, lot.displays[ENTRY].last) == (True, "entry_allow_list", "Welcome")
+    assert sorted(s["plate"] for s in lot.store.sessions(status=["open"])) == ["AB123CD", "PM777AA"]
+
+
+def test_outside_its_hours_an_allow_listed_plate_is_a_visitor_and_pays(tmp_path: Path,
+                                                                        request: pytest.FixtureRequest) -> None:
+    lot = make_lot(tmp_path, request)
+    lot.store.set_list_entries("allow", [{"plate": "CL34NER", "schedule": [
+        {"days": ["sat"], "start": "06:00", "end": "09:00"}]}])
+    visitor = lot.decided(ENTRY, "CL34NER")  # a Tuesday
+    assert (visitor.open, visitor.reason, lot.displays[ENTRY].last) == (True, "entry", "Welcome")
+    assert lot.events("entry")[-1]["message"] == "Welcome (allow list: outside its schedule Sat 06:00-09:00)"
+    lot.clock.advance(timedelta(hours=3))
+    leaving = lot.decided(EXIT, "CL34NER")
+    assert (leaving.open, leaving.reason, leaving.fee_due) == (False, "unpaid", 750)
+
+
 def test_deny_list_is_refused(lot: Lot) -> None:
     lot.store.set_list_entries("deny", [{"plate": "BAD666"}])
     outcome = lot.decided(ENTRY, "BAD666")

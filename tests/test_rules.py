@@ -25,6 +25,7 @@ from gatekeeper.rules import (
     plate_distance,
     stay_fee,
 )
+from gatekeeper.schedules import parse_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T = Tariff(free_minutes=15, interval_minutes=60, rate=250, daily_max=2000, grace_minutes=15)
@@ -199,6 +200,64 @@ def test_allow_list_passes_a_full_lot_and_deny_list_never_enters() -> None:
     assert (d.open, d.reason, d.message) == (False, Reason.DENY_LIST, "Access denied")
     expired = ListEntry("BXY42", "deny", valid_until=NOW - timedelta(seconds=1))
     assert decide_entry("BXY42", now=NOW, lot=lot(10), lists=[expired]).open
+
+
+STAFF = parse_schedule("Mon-Fri 07:00-19:00", tz=BERLIN)
+MONDAY_9, MONDAY_20, SATURDAY_10 = local(2026, 11, 23, 9), local(2026, 11, 23, 20), local(2026, 11, 28, 10)
+
+
+def test_a_scheduled_allow_list_entry_passes_a_full_lot_only_in_its_hours() -> None:
+    full = lot(1, "AAA1")
+    staff = [ListEntry("BXY42", "allow", schedule=STAFF)]
+    inside = decide_entry("BXY42", now=MONDAY_9, lot=full, lists=staff)
+    assert (inside.open, inside.reason, inside.detail) == (True, Reason.ENTRY_ALLOWED, "")
+    for outside in (MONDAY_20, SATURDAY_10):
+        d = decide_entry("BXY42", now=outside, lot=full, lists=staff)
+        assert (d.open, d.reason, d.message) == (False, Reason.FULL, "Parking full")
+        assert d.detail == "allow list: outside its schedule Mon-Fri 07:00-19:00"
+    # With space, outside its hours the plate is a visitor, and the event says why.
+    visitor = decide_entry("BXY42", now=SATURDAY_10, lot=lot(10), lists=staff)
+    assert (visitor.open, visitor.reason, visitor.detail) == (
+        True, Reason.ENTRY, "allow list: outside its schedule Mon-Fri 07:00-19:00")
+    # The validity window still bounds it: expired is expired, whatever the hour (and no schedule detail).
+    expired = [ListEntry("BXY42", "allow", valid_until=MONDAY_9 - timedelta(days=1), schedule=STAFF)]
+    d = decide_entry("BXY42", now=MONDAY_9, lot=full, lists=expired)
+    assert (d.reason, d.detail) == (Reason.FULL, "")
+
+
+def test_a_scheduled_reservation_holds_only_in_its_hours_within_its_window() -> None:
+    full = lot(1, "AAA1")
+    weekly = Reservation("r-7", "BXY42", MONDAY_9 - timedelta(days=30), MONDAY_9 + timedelta(days=30),
+                         schedule=parse_schedule("Mon 08:00-12:00", tz=BERLIN))
+    d = decide_entry("BXY42", now=MONDAY_9, lot=full, reservations=[weekly])
+    assert (d.open, d.reason, d.reservation_id) == (True, Reason.ENTRY_RESERVED, "r-7")
+    d = decide_entry("BXY42", now=MONDAY_9 + timedelta(days=1), lot=full, reservations=[weekly])
+    assert (d.open, d.reason, d.detail) == (False, Reason.FULL, "reservation r-7: outside its schedule Mon 08:00-12:00")
+    assert decide_entry("BXY42", now=MONDAY_9 + timedelta(days=35), lot=full, reservations=[weekly]).detail == ""
+
+
+def test_a_scheduled_deny_entry_denies_only_in_its_hours() -> None:
+    """The store and the commands give schedules to allow entries only; the rule reads any entry the same way."""
+    nights = [ListEntry("BXY42", "deny", schedule=parse_schedule("daily 22:00-06:00", tz=BERLIN))]
+    assert decide_entry("BXY42", now=MONDAY_9, lot=lot(10), lists=nights).open
+    assert decide_entry("BXY42", now=MONDAY_20 + timedelta(hours=3), lot=lot(10), lists=nights).reason == Reason.DENY_LIST
+
+
+@pytest.mark.parametrize(
+    "entered, leaves, free",
+    [
+        (MONDAY_9, MONDAY_9 + timedelta(hours=8), True),  # in the hours, and leaves in them
+        (MONDAY_9, MONDAY_20 + timedelta(hours=3), True),  # entered in the hours: leaving late costs nothing
+        (SATURDAY_10, SATURDAY_10 + timedelta(hours=3), False),  # a visitor's stay pays
+        (local(2026, 11, 23, 6, 30), MONDAY_9, False),  # came before the hours: a visitor's stay
+    ],
+)
+def test_an_allow_listed_stay_leaves_free_when_its_schedule_held_at_entry(entered: datetime, leaves: datetime,
+                                                                            free: bool) -> None:
+    staff = [ListEntry("BXY42", "allow", schedule=STAFF)]
+    d = decide_exit("BXY42", now=leaves, sessions=[session(1, "BXY42", entered=entered)], tariff=T, lists=staff)
+    assert (d.open, d.reason == Reason.ALLOW_LIST_EXIT) == (free, free)
+    assert free or (d.reason, d.fee_due > 0) == (Reason.UNPAID, True)
 
 
 @pytest.mark.parametrize(

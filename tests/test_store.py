@@ -57,6 +57,64 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Store(tmp_path / "a.db")
 
 
+def test_a_schema_2_database_migrates_and_its_lists_hold_always(tmp_path: Path) -> None:
+    """A lot's database from before schedules (schema 2, built by the migrations that release ran) opens at
+    schema 3 with every list entry and reservation as it was: no schedule, so always."""
+    import sqlite_utils
+
+    from gatekeeper.store.db import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    for migrate in MIGRATIONS[:2]:
+        migrate(old)
+    old.execute("INSERT INTO meta(key, value) VALUES('schema_version', '2')")
+    old.execute("INSERT INTO lists(plate, kind, note, updated_at) VALUES ('PERMIT1', 'allow', 'staff', ?)", [NOW.isoformat()])
+    old.execute("INSERT INTO reservations(id, plate, valid_from, valid_until, updated_at) VALUES ('r1', 'RES1', ?, ?, ?)",
+                [NOW.isoformat(), (NOW + timedelta(hours=2)).isoformat(), NOW.isoformat()])
+    old.conn.commit()
+    old.close()
+    with Store(path, capacity=1, clock=lambda: NOW) as s:
+        assert s.schema_version == SCHEMA_VERSION == 3
+        [entry] = s.list_entries()
+        assert (entry.plate, entry.schedule, entry.active(NOW + timedelta(days=3, hours=7))) == ("PERMIT1", None, True)
+        [reservation] = s.reservations()
+        assert reservation.schedule is None and reservation.active(NOW + timedelta(hours=1))
+        assert s.list_rows("allow")[0]["schedule"] is None and s.list_rows("allow")[0]["note"] == "staff"
+        enter(s, "AB123")
+        full = decide_entry("PERMIT1", now=NOW, lot=s.lot_state(), lists=s.list_entries())
+        assert (full.open, full.reason) == (True, Reason.ENTRY_ALLOWED)
+
+
+def test_schedules_are_stored_as_rules_and_read_in_the_lots_zone(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from gatekeeper.schedules import parse_schedule
+
+    london = ZoneInfo("Europe/London")
+    with Store(tmp_path / "a.db", clock=lambda: NOW, timezone=london) as s:
+        s.set_list_entries("allow", [{"plate": "ST 1", "schedule": parse_schedule("Mon-Fri 07:00-19:00", tz=london)},
+                                     {"plate": "CL 1", "schedule": [{"days": ["sat"], "start": "06:00", "end": "09:00"}]},
+                                     {"plate": "VIP 1"}])
+        s.upsert_reservation("r1", "RS1", NOW, NOW + timedelta(days=60), schedule=[
+            {"days": ["tue"], "start": "22:00", "end": "02:00"}])
+        by_plate = {e.plate: e for e in s.list_entries()}
+        assert by_plate["ST1"].schedule == parse_schedule("Mon-Fri 07:00-19:00", tz=london)
+        assert by_plate["CL1"].schedule.describe() == "Sat 06:00-09:00"  # type: ignore[union-attr]
+        assert by_plate["VIP1"].schedule is None
+        assert s.reservations()[0].schedule.tz == london  # type: ignore[union-attr]
+        assert s.list_rows("allow")[0]["schedule"] == [{"days": ["sat"], "start": "06:00", "end": "09:00"}]
+        # An entry is replaced whole: sent again without a schedule, it holds always.
+        s.set_list_entries("allow", [{"plate": "ST1"}])
+        assert {e.plate: e.schedule for e in s.list_entries()}["ST1"] is None
+        with pytest.raises(StoreError, match="deny list entry BAD1: only allow-list entries carry a schedule"):
+            s.set_list_entries("deny", [{"plate": "BAD1", "schedule": [{"days": ["mon"], "start": "07:00", "end": "08:00"}]}])
+        with pytest.raises(StoreError, match=r"allow list entry X1: schedule\[0\]\.days"):
+            s.set_list_entries("allow", [{"plate": "X1", "schedule": [{"days": ["mo"], "start": "07:00", "end": "08:00"}]}])
+        assert [e.plate for e in s.list_entries()] == ["CL1", "ST1", "VIP1"]  # nothing half-written
+
+
 def test_entry_writes_session_event_and_outbox_together(store: Store) -> None:
     sid = enter(store, "AB-123")
     row = store.session(sid)

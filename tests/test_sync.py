@@ -8,6 +8,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any, Iterator
 
 import pytest
@@ -333,6 +334,34 @@ def test_list_reservation_and_tariff_commands(sync: CloudSync, store: Store, clo
     floaty = command(cloud, "tariff", signed("tariff", {"tariff": {**tariff, "rate": "100"}}))
     assert floaty.status == "error" and "rate" in (floaty.error or "")
     assert config_changes == [1]
+
+
+def test_weekly_schedules_over_mqtt_reach_the_rules(sync: CloudSync, store: Store, cloud: Subscriber) -> None:
+    """A signed cmd/lists with a schedule: stored, read in the lot's zone (Europe/Berlin) by the entry rules;
+    a bad schedule gets an ``invalid`` reply naming the field and changes nothing."""
+    staff = [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "07:00", "end": "19:00"}]
+    entries = [{"plate": "ST 1", "schedule": staff, "note": "staff"}]
+    assert command(cloud, "lists", signed("lists", {"kind": "allow", "op": "add", "entries": entries})).status == "ok"
+    for i in range(20):  # a full lot: 20 spaces
+        enter(store, f"CAR{i}", now())
+    berlin = ZoneInfo("Europe/Berlin")
+    monday_9, monday_20 = datetime(2026, 11, 23, 9, tzinfo=berlin), datetime(2026, 11, 23, 20, tzinfo=berlin)
+    lot, lists = store.lot_state(), store.list_entries()
+    assert lot.free == 0
+    assert decide_entry("ST1", now=monday_9, lot=lot, lists=lists).reason == Reason.ENTRY_ALLOWED
+    assert decide_entry("ST1", now=monday_20, lot=lot, lists=lists).reason == Reason.FULL
+
+    bad = [{"plate": "ST 1", "schedule": [{"days": ["mon"], "start": "19:00", "end": "25:00"}]}]
+    reply = command(cloud, "lists", signed("lists", {"kind": "allow", "op": "replace", "entries": bad}))
+    assert reply.status == "error" and (reply.error or "").startswith("entries.0.schedule.0.end: ")
+    assert rejected_events(store)[-1]["reason"] == "invalid"
+    assert [e.schedule.describe() for e in store.list_entries()] == ["Mon-Fri 07:00-19:00"]  # type: ignore[union-attr]
+
+    weekly = {"op": "upsert", "reservation_id": "weekly-1", "plate": "RS 1", "valid_from": now().isoformat(),
+              "valid_until": (now() + timedelta(days=60)).isoformat(),
+              "schedule": [{"days": ["sat", "sun"], "start": "22:00", "end": "02:00"}]}
+    assert command(cloud, "reservation", signed("reservation", weekly)).status == "ok"
+    assert store.reservations()[0].schedule.describe() == "Sat-Sun 22:00-02:00"  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -229,3 +229,57 @@ def test_refusals_are_summarised_at_least_every_period(settings: Settings, store
     assert (data["count"], data["by_reason"], data["not_logged_one_by_one"]) == (5, {"malformed": 5}, 3)
     assert not h.summarise_rejections()  # nothing new: no event
     assert h.rejections_total == 5
+
+
+STAFF_RULES = [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "07:00", "end": "19:00"},
+               {"days": ["fri"], "start": "22:00", "end": "06:00"}]
+
+
+def test_schedules_on_allow_list_entries_and_reservations_reach_the_store(settings: Settings, store: Store) -> None:
+    h = handler(settings, store)
+    entries = [{"plate": "ST 1", "schedule": STAFF_RULES}, {"plate": "VIP 1", "schedule": None}]
+    assert h.handle("x/cmd/lists", signed("lists", {"kind": "allow", "op": "add", "entries": entries})).status == "ok"
+    by_plate = {e.plate: e for e in store.list_entries()}
+    assert by_plate["ST1"].schedule is not None and by_plate["VIP1"].schedule is None
+    assert by_plate["ST1"].schedule.describe() == "Mon-Fri 07:00-19:00; Fri 22:00-06:00"
+    assert by_plate["ST1"].schedule.tz == settings.site.tz  # the lot's zone (Europe/Berlin by default)
+    reply = h.handle("x/cmd/reservation", signed("reservation", {
+        "op": "upsert", "reservation_id": "weekly-1", "plate": "RS 1", "valid_from": NOW.isoformat(),
+        "valid_until": (NOW + timedelta(days=90)).isoformat(), "schedule": [{"days": ["tue"], "start": "09:00", "end": "12:00"}]}))
+    assert reply.status == "ok"
+    assert store.reservations()[0].schedule.describe() == "Tue 09:00-12:00"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "kind, schedule, says",
+    [
+        ("allow", [{"days": ["mon"], "start": "07:00", "end": "07:00"}], "entries.0.schedule.0: Value error, 07:00-07:00 is empty"),
+        ("allow", [{"days": ["monday"], "start": "07:00", "end": "19:00"}], "entries.0.schedule.0.days.0: Input should be 'mon'"),
+        ("allow", [{"days": ["mon", "mon"], "start": "07:00", "end": "19:00"}], "entries.0.schedule.0.days: Value error, each day at most once"),
+        ("allow", [{"days": ["mon"], "start": "24:00", "end": "19:00"}], "entries.0.schedule.0.start: String should match pattern"),
+        ("allow", [{"days": ["mon"], "start": "7:00", "end": "19:00"}], "entries.0.schedule.0.start"),
+        ("allow", [{"days": ["mon"], "start": "07:00", "end": "24:01"}], "entries.0.schedule.0.end"),
+        ("allow", [{"days": ["mon"], "start": "07:00", "end": "19:00", "tz": "UTC"}], "entries.0.schedule.0.tz: Extra inputs"),
+        ("allow", [{"days": [], "start": "07:00", "end": "19:00"}], "entries.0.schedule.0.days: List should have at least 1"),
+        ("allow", [], "entries.0.schedule: List should have at least 1 item"),
+        ("allow", "Mon-Fri 07:00-19:00", "entries.0.schedule: Input should be a valid array"),
+        ("deny", [{"days": ["mon"], "start": "07:00", "end": "19:00"}], "entries.0.schedule: only allow-list entries"),
+    ],
+)
+def test_a_bad_schedule_is_refused_as_invalid_naming_the_field(settings: Settings, store: Store, kind: str,
+                                                               schedule: object, says: str) -> None:
+    h = handler(settings, store)
+    entries = [{"plate": "OK 1"}, {"plate": "ST 1", "schedule": schedule}][::-1]
+    reply = h.handle("x/cmd/lists", signed("lists", {"kind": kind, "op": "add", "entries": entries}))
+    assert reply.status == "error" and says in (reply.error or ""), reply.error
+    assert "Traceback" not in (reply.error or "")
+    assert store.list_entries() == []  # nothing of the command applied
+    assert [e["reason"] for e in store.events(kinds=["rejected"])] == ["invalid"]
+
+
+def test_a_bad_reservation_schedule_is_refused_as_invalid(settings: Settings, store: Store) -> None:
+    reply = handler(settings, store).handle("x/cmd/reservation", signed("reservation", {
+        "op": "upsert", "reservation_id": "r-1", "plate": "RS 1", "valid_from": NOW.isoformat(),
+        "valid_until": (NOW + timedelta(days=1)).isoformat(), "schedule": [{"days": ["sun"], "start": "10:00"}]}))
+    assert reply.status == "error" and "schedule.0.end: Field required" in (reply.error or "")
+    assert store.reservations() == []

@@ -42,18 +42,25 @@ FIELDS = {
     "payment": ["session_id", "plate", "amount", "currency", "reference", "paid_at"],
     "open": ["lane", "reason"],
     "lists": ["kind", "op", "entries"],
-    "reservation": ["op", "reservation_id", "plate", "valid_from", "valid_until", "note"],
+    "reservation": ["op", "reservation_id", "plate", "valid_from", "valid_until", "note", "schedule"],
     "tariff": ["tariff"],
 }
 VALID = {
     "payment": {"session_id": 1, "amount": 100, "reference": "psp-1"},
     "open": {"lane": "exit-1", "reason": "fuzz"},
-    "lists": {"kind": "deny", "op": "add", "entries": [{"plate": "FZ 1"}]},
+    "lists": {"kind": "allow", "op": "add", "entries": [{"plate": "FZ 1", "schedule": [
+        {"days": ["mon", "tue"], "start": "22:00", "end": "06:00"}]}]},
     "reservation": {"op": "upsert", "reservation_id": "r-1", "plate": "FZ 2",
                     "valid_from": NOW.isoformat(), "valid_until": (NOW + timedelta(hours=1)).isoformat()},
     "tariff": {"tariff": {"free_minutes": 1, "interval_minutes": 60, "rate": 1, "daily_max": 0, "grace_minutes": 1}},
 }
-ENTRY = st.fixed_dictionaries({"plate": NASTY}, optional={"valid_from": NASTY, "valid_until": NASTY, "note": NASTY})
+#: Schedule rules: mostly well-formed, with hostile days, times and keys mixed in.
+TIMES = st.one_of(st.sampled_from(["00:00", "07:00", "19:00", "23:59", "24:00", "24:01", "7:00", "07:60", ""]), NASTY)
+DAYS = st.one_of(st.lists(st.sampled_from(["mon", "tue", "sat", "sun", "Mon", "monday", ""]), max_size=8), NASTY)
+RULE = st.one_of(st.fixed_dictionaries({"days": DAYS, "start": TIMES, "end": TIMES}, optional={"tz": NASTY}), NASTY)
+SCHEDULE = st.one_of(st.lists(RULE, max_size=3), NASTY)
+ENTRY = st.fixed_dictionaries({"plate": NASTY}, optional={"valid_from": NASTY, "valid_until": NASTY, "note": NASTY,
+                                                          "schedule": SCHEDULE})
 TARIFF = st.fixed_dictionaries({k: st.one_of(NASTY, st.integers(0, 100)) for k in
                                 ("free_minutes", "interval_minutes", "rate", "daily_max", "grace_minutes")},
                                optional={"currency": NASTY, "currency_digits": NASTY})
@@ -75,6 +82,8 @@ def commands(draw: st.DrawFn) -> tuple[str, bytes]:
             body[key] = draw(st.one_of(NASTY, st.lists(ENTRY, max_size=3)))
         elif key == "tariff":
             body[key] = draw(st.one_of(NASTY, TARIFF))
+        elif key == "schedule":
+            body[key] = draw(SCHEDULE)
         else:
             body[key] = draw(NASTY)
     body.setdefault("id", uuid.uuid4().hex)

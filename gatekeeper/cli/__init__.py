@@ -14,11 +14,11 @@ import sys
 from typing import Sequence
 
 from gatekeeper import __version__
-from gatekeeper.cli import config_check, events, sessions, status
+from gatekeeper.cli import config_check, events, lists, sessions, status
 from gatekeeper.config import DISCOVERY_ORDER
 
 #: Modules that add their own subcommands with ``register(subparsers)``, in help order.
-CORE_COMMANDS = (config_check, status, sessions, events)
+CORE_COMMANDS = (config_check, status, sessions, lists, events)
 #: Optional parts, skipped when not installed in this build.
 COMMAND_MODULES = ("gatekeeper.cli.read", "gatekeeper.cli.daemon", "gatekeeper.cli.doctor", "gatekeeper.cli.resolve")
 

@@ -156,12 +156,12 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_since(text: str, tz: tzinfo) -> datetime:
+def parse_since(text: str, tz: tzinfo, *, option: str = "--since") -> datetime:
     """``2026-11-23`` or ``2026-11-23T08:00`` in the site's time zone (or with an explicit offset)."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--since: {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)", EXIT_USAGE)
+        fail(f"{option}: {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)", EXIT_USAGE)
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 

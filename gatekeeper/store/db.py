@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: SQLite primary result codes that mean "the disk, not the request": full, I/O error, cannot open.
 _STORAGE_CODES = {13: "disk full", 10: "I/O error", 14: "cannot open"}
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -149,7 +149,13 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('out_seq', '0')")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1, _migrate_2)
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Weekly schedules on allow-list entries and reservations: JSON rules, NULL = always (every older row)."""
+    db.execute("ALTER TABLE lists ADD COLUMN schedule TEXT")
+    db.execute("ALTER TABLE reservations ADD COLUMN schedule TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1, _migrate_2, _migrate_3)
 
 
 def storage_error(exc: BaseException) -> str | None:

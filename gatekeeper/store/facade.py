@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 from gatekeeper.rules import Decision, ListEntry, LotState, Reservation, SessionView, Tariff
+from gatekeeper.schedules import WeeklySchedule
 from gatekeeper.store.db import Database, secure_dir
 from gatekeeper.store.events import EventLog, InboundLog, Outbox
 from gatekeeper.store.lists import AccessLists, Tariffs, tariff_from_config
@@ -44,6 +45,7 @@ class Store:
         clock: Clock = utcnow,
         create: bool = True,
         evidence: Sequence[Path] = (),
+        timezone: tzinfo = UTC,
     ) -> None:
         self.lot_id = lot_id
         self.capacity = capacity
@@ -55,7 +57,7 @@ class Store:
         self.outbox = Outbox(self.database, clock=clock)
         self.inbound = InboundLog(self.database, clock=clock)
         self.tariffs = Tariffs(self.database, self.log, default=default_tariff or Tariff(), clock=clock)
-        self.lists = AccessLists(self.database, self.log, clock=clock)
+        self.lists = AccessLists(self.database, self.log, clock=clock, timezone=timezone)
         self.uploads = UploadQueue(self.database, clock=clock)
         self.sessions_table = Sessions(
             self.database, self.log, self.tariffs, self.uploads, lot_id=lot_id, capacity=capacity, clock=clock
@@ -80,6 +82,7 @@ class Store:
             clock=clock,
             create=create,
             evidence=evidence,
+            timezone=settings.site.tz,
         )
 
     @property
@@ -259,13 +262,20 @@ class Store:
     def remove_list_entries(self, kind: str, plates: Sequence[str]) -> int:
         return self.lists.remove_list_entries(kind, plates)
 
+    def list_rows(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return self.lists.list_rows(kind)
+
     def reservations(self) -> list[Reservation]:
         return self.lists.reservations()
 
+    def reservation_rows(self) -> list[dict[str, Any]]:
+        return self.lists.reservation_rows()
+
     def upsert_reservation(
-        self, reservation_id: str, plate: str, valid_from: datetime, valid_until: datetime, note: str | None = None
+        self, reservation_id: str, plate: str, valid_from: datetime, valid_until: datetime, note: str | None = None,
+        schedule: WeeklySchedule | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        self.lists.upsert_reservation(reservation_id, plate, valid_from, valid_until, note)
+        self.lists.upsert_reservation(reservation_id, plate, valid_from, valid_until, note, schedule)
 
     def delete_reservation(self, reservation_id: str) -> bool:
         return self.lists.delete_reservation(reservation_id)

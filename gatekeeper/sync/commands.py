@@ -341,8 +341,9 @@ class CommandHandler:
             self.store.delete_reservation(command.reservation_id)  # deleting twice is fine
             return
         assert command.plate and command.valid_from and command.valid_until  # checked by the model
+        schedule = None if command.schedule is None else [rule.model_dump() for rule in command.schedule]
         self.store.upsert_reservation(command.reservation_id, command.plate, command.valid_from,
-                                      command.valid_until, command.note)
+                                      command.valid_until, command.note, schedule)
 
     def _do_tariff(self, command: TariffCommand) -> None:
         current = self.store.tariff()

@@ -1,7 +1,7 @@
 """Home Assistant MQTT discovery: the lot appears as one device with its lanes' entities.
 
 Off unless ``homeassistant.enabled``. On every connect the retained discovery config goes up
-(built in :mod:`gatekeeper.messages`); the entities read the lot's own retained topics
+(built in :mod:`gatekeeper.ha_messages`); the entities read the lot's own retained topics
 (occupancy, gate state) plus three small ones published here: ``health`` (outbox backlog, lane
 health), ``lanes/{lane}/event`` (fires the event entity) and, with ``include_plates``,
 ``lanes/{lane}/last_read``. These are best effort (QoS 0): the outbox stays the record.
@@ -21,15 +21,8 @@ from typing import Any, Callable, Mapping
 
 from gatekeeper import __version__
 from gatekeeper.config import Settings
-from gatekeeper.messages import (
-    HA_PRESS,
-    HEALTH_TOPIC,
-    OPEN_BUTTON_TOPIC,
-    encode,
-    ha_discovery_message,
-    ha_lane_messages,
-    health_payload,
-)
+from gatekeeper.ha_messages import HA_PRESS, ha_discovery_message, ha_lane_messages, health_payload
+from gatekeeper.messages import HEALTH_TOPIC, OPEN_BUTTON_TOPIC, encode
 from gatekeeper.store import Store, to_iso, utcnow
 from gatekeeper.sync.transport import PublishError, Transport
 
