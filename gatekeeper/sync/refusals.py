@@ -51,6 +51,11 @@ class Refusal:
         return {"kind": self.kind, "reason": self.reason, "detail": self.detail, "since": to_iso(self.since),
                 "last_at": to_iso(self.last_at), "attempts": self.attempts}
 
+    def event_data(self) -> dict[str, Any]:
+        """For the alarm events (whose own ``kind`` and ``reason`` must not be overwritten)."""
+        return {"refused": self.kind, "broker_reason": self.reason, "detail": self.detail,
+                "since": to_iso(self.since), "last_at": to_iso(self.last_at), "attempts": self.attempts}
+
     def text(self) -> str:
         return f"{WHAT[self.kind]}: {self.reason} ({self.detail})"
 
@@ -117,13 +122,13 @@ class Refusals:
             ended = [(k, r) for k, r in self._alarmed.items() if k not in self._open]
         for key, refusal in opened:
             store.record_event("alarm", reason=ALARMS[refusal.kind], message=f"MQTT {refusal.text()}",
-                               data=refusal.as_dict())
+                               data=refusal.event_data())
             with self._lock:
                 self._alarmed[key] = refusal
         for key, refusal in ended:
             store.record_event("alarm_cleared", reason=CLEARED[refusal.kind],
                                message=f"MQTT {WHAT[refusal.kind]} no longer ({refusal.detail})",
-                               data={**refusal.as_dict(), "until": to_iso(self.clock())})
+                               data={**refusal.event_data(), "until": to_iso(self.clock())})
             with self._lock:
                 self._alarmed.pop(key, None)
         return bool(opened or ended)
