@@ -208,6 +208,11 @@ class MqttConfig(Section):
     max_inflight: int = Field(100, ge=1, le=65_000, description="outbox messages awaiting PUBACK at once")
     outbox_keep_sent_days: float = Field(1.0, ge=0, description="acknowledged outbox rows are pruned after this")
 
+    @property
+    def url(self) -> str:
+        """``mqtts://host:port`` (or ``mqtt://``) for messages to people."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
     @model_validator(mode="after")
     def _identity_complete(self) -> "MqttConfig":
         """A half-configured broker identity is an error at load time, not a refusal at 3 a.m."""

@@ -95,10 +95,15 @@ class Mosquitto:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _log_lines(self, ending: str) -> int:
+        return sum(1 for line in self.log_text().splitlines() if line.endswith(ending))
+
     def start(self, timeout: float = 10.0) -> "Mosquitto":
-        """Start and wait until the port accepts connections."""
+        """Start and wait until the port accepts connections and mosquitto says it is running (its first
+        listener accepts before the others are open and before its signal handlers are in place)."""
         if self.running:
             return self
+        started = self._log_lines(" running")
         self._proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
@@ -111,9 +116,12 @@ class Mosquitto:
                 raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err} {self.log_text()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
+                    pass
+                if self._log_lines(" running") > started:
                     return self
             except OSError:
-                time.sleep(0.02)  # polling a port that is not open yet; nothing to await
+                pass
+            time.sleep(0.02)  # polling a port that is not open yet; nothing to await
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
 
@@ -135,10 +143,17 @@ class Mosquitto:
         self.stop()
         return self.start()
 
-    def reload(self) -> None:
-        """SIGHUP: mosquitto reads its password file and ACL again; connected clients stay connected."""
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP: mosquitto reads its password file and ACL again; connected clients stay connected.
+        Returns once it has logged the reload."""
         assert self._proc is not None and self.running
+        before = self._log_lines("Reloading config.")
         self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._log_lines("Reloading config.") <= before:
+            if time.monotonic() > deadline or not self.running:
+                raise RuntimeError(f"mosquitto did not reload: {self.log_text()[-2000:]}")
+            time.sleep(0.02)  # mosquitto says so only in its log
 
     def log_text(self) -> str:
         try:

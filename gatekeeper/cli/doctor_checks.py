@@ -336,17 +336,18 @@ def check_broker(settings: Settings, *, timeout_s: float = 5.0) -> list[Check]:
     if not secret:
         checks.append(Check("hmac secret", "warn", "no mqtt.hmac_secret: every signed cloud command is refused",
                             "set GATEKEEPER_MQTT__HMAC_SECRET in /etc/gatekeeper/env or mqtt.hmac_secret_file"))
-    if cfg.username and cfg.username != settings.site.lot_id:
-        checks.append(Check("broker identity", "warn",
-                            f"mqtt.username {cfg.username!r} is not the lot id {settings.site.lot_id!r}",
-                            "the broker ACL of docs/security.md confines user X to gatekeeper/X/...: name the "
-                            "lot's broker user after site.lot_id"))
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from gatekeeper.sync.paho_transport import classify_connect_error, configure_identity
+    from gatekeeper.sync.refusals import identity_warnings
 
-    where = f"{'mqtts' if cfg.tls else 'mqtt'}://{cfg.host}:{cfg.port}"
+    for warning in identity_warnings(cfg, settings.site.lot_id):
+        checks.append(Check("broker identity", "warn", warning,
+                            "name the lot's broker user after site.lot_id and keep mqtt.protocol = \"5\" "
+                            "(docs/security.md)"))
+
+    where = cfg.url
     result: dict[str, Any] = {}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gatekeeper-doctor-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311)

@@ -44,7 +44,7 @@ from gatekeeper.sync.commands import REJECT_EVENTS_PER_MINUTE, CommandHandler, O
 from gatekeeper.sync.homeassistant import HomeAssistantBridge, LaneHealth
 from gatekeeper.sync.outbox import OutboxPump, OutboxWatch
 from gatekeeper.sync.paho_transport import PAHO_LOGGER, PahoTransport
-from gatekeeper.sync.refusals import Refusals, refused_wait
+from gatekeeper.sync.refusals import Refusals, identity_warnings, refused_wait
 from gatekeeper.sync.subscriptions import Subscriptions
 from gatekeeper.sync.transport import PublishError, Transport
 from gatekeeper.sync.uploads import PhotoUploader
@@ -136,10 +136,6 @@ class CloudSync:
     def _refused_wait(self) -> float:
         return refused_wait(self.cfg.refused_retry_s)
 
-    @property
-    def where(self) -> str:
-        return f"{'mqtts' if self.cfg.tls else 'mqtt'}://{self.cfg.host}:{self.cfg.port}"
-
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "CloudSync":
@@ -153,13 +149,8 @@ class CloudSync:
         if not self._secret:
             log.warning("mqtt.hmac_secret is not configured: every cloud command (payment, open, lists, "
                         "reservation, tariff) will be rejected")
-        if self.cfg.protocol != "5":
-            log.warning("mqtt.protocol %s: a broker that refuses a publish (its ACL) drops it without a word "
-                        "and the row counts as sent; MQTT 5 makes the refusal visible", self.cfg.protocol)
-        if self.cfg.username and self.cfg.username != self.settings.site.lot_id:
-            log.warning("mqtt.username %r is not the lot id %r: the broker ACL of docs/security.md confines a "
-                        "user to gatekeeper/<user name>/..., so it would refuse this lot's topics",
-                        self.cfg.username, self.settings.site.lot_id)
+        for warning in identity_warnings(self.cfg, self.settings.site.lot_id):
+            log.warning("%s", warning)
         self._transport = self._transport_factory(self)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True),
@@ -283,10 +274,10 @@ class CloudSync:
     def on_connect_refused(self, reason: str) -> None:
         self.last_error = f"broker refused the connection: {reason}"
         user = f" as {self.cfg.username}" if self.cfg.username else ""
-        self.refusals.refused("connect", reason, detail=self.where + user,
-                              hint=f"trying again in {self.cfg.refused_retry_s / 2:g}-{self.cfg.refused_retry_s:g} s "
-                              "(mqtt.refused_retry_s); check mqtt.username and the password, or the client "
-                              "certificate, against the broker (docs/security.md)")
+        retry = self.cfg.refused_retry_s
+        self.refusals.refused("connect", reason, detail=self.cfg.url + user,
+                              hint=f"trying again in {retry / 2:g}-{retry:g} s (mqtt.refused_retry_s); check "
+                              "mqtt.username and the password, or the client certificate (docs/security.md)")
 
     def on_connect_failed(self, reason: str) -> None:
         self.last_error = reason
@@ -304,7 +295,6 @@ class CloudSync:
         # followed CONNACK: new rows may go out now without overtaking old ones.
         self._ready.set()
         self._wake.set()
-
 
     def on_disconnected(self, reason: str) -> None:
         self._ready.clear()

@@ -211,7 +211,6 @@ class PahoTransport:
         self._kick = threading.Event()
         self._awaiting_connack = False
         self._closed_early = 0  # connections in a row the broker closed before its CONNACK
-        self._where = f"{'mqtts' if cfg.tls else 'mqtt'}://{cfg.host}:{cfg.port}"
         self._client = self._make_client(client_id, will_topic, will_payload, password)
 
     def _make_client(self, client_id: str, will_topic: str, will_payload: bytes, password: str | None) -> mqtt.Client:
@@ -303,7 +302,7 @@ class PahoTransport:
         try:
             assert self._listener is not None
             self._closed_early = 0
-            text, refused = classify_connect_error(exc, self._where)
+            text, refused = classify_connect_error(exc, self.cfg.url)
             if refused:
                 self._client.refused = True
                 self._listener.on_connect_refused(text)
@@ -319,7 +318,8 @@ class PahoTransport:
             self._closed_early = 0
             if reason.is_failure:
                 self._client.refused = True
-                self._listener.on_connect_refused(f"{reason} (CONNACK {reason.value:#04x})")
+                code = f" (CONNACK {reason.value:#04x})" if self.mqtt5 else ""  # paho maps 3.1.1's codes
+                self._listener.on_connect_refused(f"{reason}{code}")
                 return
             self.backoff.reset()
             receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
@@ -346,7 +346,7 @@ class PahoTransport:
                 # the broker does not accept (TLS 1.3 reports that only now), or plain MQTT to a TLS port.
                 self._awaiting_connack = False
                 self._closed_early += 1
-                text = (f"{self._where} closed the connection before answering our CONNECT; "
+                text = (f"{self.cfg.url} closed the connection before answering our CONNECT; "
                         + ("does the broker accept our client certificate (mqtt.cert_file, its CA)?"
                            if self.cfg.tls else "is mqtt.port a TLS listener (then set mqtt.tls = true)?"))
                 if self._closed_early >= 2:
@@ -362,7 +362,8 @@ class PahoTransport:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         try:
             assert self._listener is not None
-            self._listener.on_acked(mid, error=f"{reason} (PUBACK {reason.value:#04x})" if reason.is_failure else None)
+            error = f"{reason} (PUBACK {reason.value:#04x})" if reason.is_failure else None
+            self._listener.on_acked(mid, error=error)
         except Exception:
             log.exception("on_publish failed")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable
 
+from gatekeeper.config import MqttConfig
 from gatekeeper.store import Store, to_iso
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,18 @@ ALARMS = {"connect": "broker_refused", "subscribe": "subscription_refused", "pub
 CLEARED = {"connect": "broker_ok", "subscribe": "subscription_ok", "publish": "publish_ok"}
 #: What people read, per kind (``gatekeeper status``, the alarm's message).
 WHAT = {"connect": "connection refused", "subscribe": "subscription refused", "publish": "publish refused"}
+
+
+def identity_warnings(cfg: MqttConfig, lot_id: str) -> list[str]:
+    """What in the lot's MQTT set-up defeats the broker ACL of docs/security.md (logged at start, a doctor WARN)."""
+    warnings = []
+    if cfg.username and cfg.username != lot_id:
+        warnings.append(f"mqtt.username {cfg.username!r} is not the lot id {lot_id!r}: the broker ACL of "
+                        "docs/security.md confines user X to gatekeeper/X/..., so it would refuse this lot's topics")
+    if cfg.protocol != "5":
+        warnings.append(f"mqtt.protocol {cfg.protocol}: a broker that refuses a publish (its ACL) acknowledges and "
+                        "drops it, and the row counts as sent; MQTT 5 makes the refusal visible")
+    return warnings
 
 
 def refused_wait(retry_s: float, rng: Callable[[], float] = random.random) -> float:
