@@ -172,3 +172,15 @@ def test_systemd_status_line_names_the_refusal(tmp_path: Path) -> None:
         line = status_line(store=store, sync=_RefusedSync(), lanes={})
     assert line.endswith("; cloud offline - MQTT connection refused: Not authorized (CONNACK 0x87) "
                          "(mqtts://b:8883 as lot-a)")
+
+
+def test_the_acl_in_docs_security_is_the_shipped_file() -> None:
+    """docs/security.md shows the ACL's rules; they must be the shipped mosquitto/gatekeeper.acl's."""
+    doc = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- acl: mosquitto/gatekeeper.acl -->\s*```conf\n(.*?)```", doc, re.S)
+    assert block, "docs/security.md has no ACL block"
+
+    def rules(text: str) -> list[str]:
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+    assert rules(block.group(1)) == rules((REPO / "mosquitto" / "gatekeeper.acl").read_text(encoding="utf-8"))

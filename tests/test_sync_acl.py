@@ -290,3 +290,39 @@ def test_a_refused_command_subscription_is_reported_and_retried(tmp_path: Path) 
             wait_until(lambda: refused(lot_a, "subscribe") is None, "subscribed on a later retry", timeout=15)
             cloud.publish(f"gatekeeper/{LOT_A}/cmd/lists", allow("AAA 2", lot=LOT_A))
             cloud.get(where=lambda m: m.topic == f"gatekeeper/{LOT_A}/reply/lists" and b'"ok"' in m.payload)
+
+
+# --------------------------------------------------------------------------- Home Assistant under the ACL
+
+
+def test_home_assistant_topics_work_under_the_acl(fleet: Fleet, tmp_path: Path) -> None:
+    """The lot's Home Assistant lines of the ACL (discovery config, health, the open button) with the commented
+    Home Assistant user of mosquitto/gatekeeper.acl switched on."""
+    from gatekeeper.config import HomeAssistantConfig, LaneConfig
+    from tests.test_sync import OpenRecorder
+
+    acl = (SHIPPED / "gatekeeper.acl").read_text(encoding="utf-8")
+    ha_block = acl[acl.index("# user homeassistant"):]
+    fleet.acl.write_text(acl + "\n" + "\n".join(line.removeprefix("# ") for line in ha_block.splitlines()) + "\n",
+                         encoding="utf-8")
+    write_password_file(fleet.passwords, {**PASSWORDS, "homeassistant": "ha-secret"})
+    fleet.broker.reload()
+    settings = fleet.lot(LOT_A, tmp_path / "a")
+    settings.lanes = [LaneConfig(id="in-1", direction="entry", camera="0", relay_pin=17)]
+    settings.homeassistant = HomeAssistantConfig(enabled=True, allow_open=True)
+    opener = OpenRecorder()
+    with Subscriber(fleet.broker, "homeassistant/#", login=fleet.login("homeassistant", "ha-secret")) as ha, \
+            Store.from_settings(settings) as store, CloudSync(settings, store, open_handler=opener) as lot_a:
+        config = ha.get(where=lambda m: m.topic == f"homeassistant/device/gatekeeper_{LOT_A}/config").json()
+        assert config["availability_topic"] == f"gatekeeper/{LOT_A}/status"
+        ha.subscribe(f"gatekeeper/{LOT_A}/health")
+        ha.get(where=lambda m: m.topic == f"gatekeeper/{LOT_A}/health")
+        wait_until(lambda: lot_a.connected and not lot_a.subscriptions.awaiting(), "both subscriptions granted")
+        assert ha.publish(f"gatekeeper/{LOT_A}/lanes/in-1/open", "PRESS").value < 0x80
+        wait_until(lambda: opener.calls, "the button opened the lane")
+        assert opener.calls[0][0] == "in-1"
+        # Another lot's discovery config is not this lot's to write.
+        with Subscriber(fleet.broker, f"gatekeeper/{LOT_A}/cmd/+", login=fleet.login(LOT_A)) as same_user:
+            reason = same_user.publish(f"homeassistant/device/gatekeeper_{LOT_B}/config", "{}")
+            assert reason.value == NOT_AUTHORIZED
+        assert lot_a.health()["refused"] == [] and lot_a.last_error is None

@@ -58,6 +58,11 @@ class Subscriptions:
                                   "for this lot (docs/security.md)")
         return topic
 
+    def awaiting(self) -> list[str]:
+        """The filters whose SUBACK has not come yet."""
+        with self._lock:
+            return [topic for topic, _, _ in self._pending.values()]
+
     def retry_due(self, transport: Transport) -> list[tuple[str, int]]:
         """Subscribe again to the refused filters whose wait is over; [(filter, mid)]."""
         now = time.monotonic()
