@@ -207,9 +207,40 @@ class MqttConfig(Section):
     accept_v1_signatures: bool = Field(False, description="also accept v1 command signatures (no lot/command binding)")
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect within this (full jitter)")
     reconnect_max_s: float = Field(5.0, gt=0, description="reconnect backoff cap (full jitter: a random wait up to it)")
+    refused_retry_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="after the broker refused us (CONNACK not authorised, TLS identity, a publish or the command "
+        "subscription) the next try waits a random time between half of this and all of it",
+    )
     session_expiry_s: int = Field(7 * 86_400, ge=0, description="broker keeps our session (queued commands) this long")
     max_inflight: int = Field(100, ge=1, le=65_000, description="outbox messages awaiting PUBACK at once")
     outbox_keep_sent_days: float = Field(1.0, ge=0, description="acknowledged outbox rows are pruned after this")
+
+    @property
+    def url(self) -> str:
+        """``mqtts://host:port`` (or ``mqtt://``) for messages to people."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _identity_complete(self) -> "MqttConfig":
+        """A half-configured broker identity is an error at load time, not a refusal at 3 a.m."""
+        problems = []
+        if self.cert_file is not None and self.key_file is None:
+            problems.append("mqtt.cert_file needs mqtt.key_file (the client certificate's private key; "
+                            "it may name the same PEM file)")
+        if self.key_file is not None and self.cert_file is None:
+            problems.append("mqtt.key_file needs mqtt.cert_file (the client certificate)")
+        if not self.tls:
+            given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+            if given:
+                problems.append(f"mqtt.{', mqtt.'.join(given)} set but mqtt.tls is false: "
+                                "set tls = true (port 8883) or remove them")
+        has_password = (self.password is not None and self.password.get_secret_value()) or self.password_file
+        if has_password and not self.username:
+            problems.append("a password (GATEKEEPER_MQTT__PASSWORD or mqtt.password_file) needs mqtt.username")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class CloudConfig(Section):
@@ -332,11 +363,14 @@ def _resolve_paths(doc: dict[str, Any], base: Path) -> None:
         for key in ("data_dir", "database", "photos_dir"):
             if isinstance(storage.get(key), str) and not Path(storage[key]).is_absolute():
                 storage[key] = str(base / storage[key])
-    anpr = doc.get("anpr")
-    if isinstance(anpr, dict):
-        for key in ("model_dir", "tuning_file"):
-            if isinstance(anpr.get(key), str) and not Path(anpr[key]).is_absolute():
-                anpr[key] = str(base / anpr[key])
+    for name, keys in (("anpr", ("model_dir", "tuning_file")),
+                       ("mqtt", ("ca_file", "cert_file", "key_file", "password_file", "hmac_secret_file")),
+                       ("cloud", ("token_file",))):
+        section = doc.get(name)
+        if isinstance(section, dict):
+            for key in keys:
+                if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
+                    section[key] = str(base / section[key])
     for lane in doc.get("lanes", []) if isinstance(doc.get("lanes"), list) else []:
         cam = lane.get("camera") if isinstance(lane, dict) else None
         if isinstance(cam, str):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from gatekeeper.config import LaneConfig, Settings, read_secret
+from gatekeeper.config import ConfigError, LaneConfig, Settings, read_secret
 
 Status = Literal["ok", "warn", "fail"]
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -339,7 +339,15 @@ def check_broker(settings: Settings, *, timeout_s: float = 5.0) -> list[Check]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    where = f"{'mqtts' if cfg.tls else 'mqtt'}://{cfg.host}:{cfg.port}"
+    from gatekeeper.sync.paho_transport import classify_connect_error, configure_identity
+    from gatekeeper.sync.refusals import identity_warnings
+
+    for warning in identity_warnings(cfg, settings.site.lot_id):
+        checks.append(Check("broker identity", "warn", warning,
+                            "name the lot's broker user after site.lot_id and keep mqtt.protocol = \"5\" "
+                            "(docs/security.md)"))
+
+    where = cfg.url
     result: dict[str, Any] = {}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gatekeeper-doctor-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311)
@@ -348,17 +356,23 @@ def check_broker(settings: Settings, *, timeout_s: float = 5.0) -> list[Check]:
         result["reason"] = reason
 
     client.on_connect = on_connect
+    client.on_disconnect = lambda *args: result.setdefault("closed", True)
     try:
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None)
+        configure_identity(client, cfg, password)
+    except ConfigError as exc:
+        checks.insert(0, Check("broker", "fail", str(exc), "fix the file's path, permissions or contents"))
+        return checks
+    try:
         client.connect(cfg.host, cfg.port, keepalive=10)
         deadline = time.monotonic() + timeout_s
         while "reason" not in result and time.monotonic() < deadline:
             client.loop(timeout=0.2)
+    except OSError as exc:
+        text, refused = classify_connect_error(exc, where)
+        checks.insert(0, Check("broker", "fail", text if refused else f"{where}: {exc}",
+                               "docs/security.md (TLS and identities)" if refused else
+                               "check mqtt.host/port, the network and the firewall; TLS: mqtt.ca_file"))
+        return checks
     except Exception as exc:
         checks.insert(0, Check("broker", "fail", f"{where}: {exc}",
                                "check mqtt.host/port, the network and the firewall; TLS: mqtt.ca_file"))
@@ -369,12 +383,18 @@ def check_broker(settings: Settings, *, timeout_s: float = 5.0) -> list[Check]:
         except Exception:
             pass
     reason = result.get("reason")
-    if reason is None:
+    if reason is None and result.get("closed"):
+        checks.insert(0, Check("broker", "fail", f"{where}: closed the connection before answering",
+                               "TLS: does the broker accept mqtt.cert_file (signed by its CA)? Without TLS: is "
+                               "mqtt.port a TLS listener? docs/security.md"))
+    elif reason is None:
         checks.insert(0, Check("broker", "fail", f"{where}: no answer within {timeout_s:g} s",
                                "check mqtt.host/port and the firewall"))
     elif getattr(reason, "is_failure", bool(reason)):
         checks.insert(0, Check("broker", "fail", f"{where}: refused: {reason}",
-                               "check mqtt.username and the password (GATEKEEPER_MQTT__PASSWORD or mqtt.password_file)"))
+                               "check mqtt.username and the password (GATEKEEPER_MQTT__PASSWORD or "
+                               "mqtt.password_file) or the client certificate against the broker's users "
+                               "(docs/security.md)"))
     else:
         user = f" as {cfg.username}" if cfg.username else ""
         checks.insert(0, Check("broker", "ok", f"{where}: connected{user}" + (" with TLS" if cfg.tls else "")))

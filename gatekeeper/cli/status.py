@@ -56,10 +56,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if daemon.get("storage_fault"):
             print(f"  STORAGE FAULT: {daemon['storage_fault']} - lanes refuse vehicles until it clears")
         if daemon.get("sync") is not None:
-            sync = daemon["sync"]
-            rejected = sync.get("rejections_total")
-            print(f"  sync: {'connected' if sync.get('connected') else 'offline'}"
-                  + (f", {rejected} command(s) rejected since start" if rejected else ""))
+            for line in sync_lines(daemon["sync"], settings):
+                print(f"  {line}")
     print("\nInside:")
     print_table(rows_for_people(stored["open_sessions"], settings),
                 ("id", "plate", "status", "entry_lane", "entry_at", "paid_at"))
@@ -67,6 +65,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     print_table(rows_for_people(stored["last_events"], settings),
                 ("at", "lane", "kind", "reason", "plate", "session_id", "message"))
     return EXIT_OK
+
+
+def sync_lines(sync: dict[str, Any], settings: Settings) -> list[str]:
+    """The MQTT link for people: connected / offline (why) / REFUSED by the broker (what, since when)."""
+    link = sync.get("link") or ("connected" if sync.get("connected") else "offline")
+    rejected = sync.get("rejections_total")
+    head = "sync: " + {"connected": "connected", "refused": "REFUSED by the broker"}.get(link, "offline")
+    if link == "offline" and sync.get("last_error"):
+        head += f" ({sync['last_error']})"
+    elif link == "offline" and sync.get("error"):
+        head += f" ({sync['error']})"
+    lines = [head + (f", {rejected} command(s) rejected since start" if rejected else "")]
+    for refusal in sync.get("refused") or []:
+        since = human_time(refusal.get("since"), settings.site.tz)
+        lines.append(f"  REFUSED {refusal.get('kind')}: {refusal.get('reason')} ({refusal.get('detail')}); "
+                     f"since {since}, {refusal.get('attempts')} attempt(s), tried again every "
+                     f"{settings.mqtt.refused_retry_s / 2:g}-{settings.mqtt.refused_retry_s:g} s (docs/security.md)")
+    return lines
 
 
 def _last(decision: dict[str, Any], settings: Settings) -> str:

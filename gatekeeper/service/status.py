@@ -20,6 +20,10 @@ class SyncLike(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def refusal(self) -> str | None:
+        """What the broker refuses the lot right now, or None."""
+
     def health(self) -> Mapping[str, Any]: ...
 
 
@@ -87,7 +91,9 @@ def status_line(*, store: Store | None, sync: SyncLike | None, lanes: Mapping[st
     online = ""
     if sync is not None:
         try:
+            refusal = sync.refusal
             online = "; cloud " + ("online" if sync.connected else "offline")
+            online += f" - MQTT {refusal}" if refusal else ""
         except Exception:
             online = ""
     fault = f"; STORAGE FAULT: {store.storage_fault}" if store.storage_fault else ""

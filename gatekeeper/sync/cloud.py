@@ -44,6 +44,8 @@ from gatekeeper.sync.commands import REJECT_EVENTS_PER_MINUTE, CommandHandler, O
 from gatekeeper.sync.homeassistant import HomeAssistantBridge, LaneHealth
 from gatekeeper.sync.outbox import OutboxPump, OutboxWatch
 from gatekeeper.sync.paho_transport import PAHO_LOGGER, PahoTransport
+from gatekeeper.sync.refusals import Refusals, identity_warnings, refused_wait
+from gatekeeper.sync.subscriptions import Subscriptions
 from gatekeeper.sync.transport import PublishError, Transport
 from gatekeeper.sync.uploads import PhotoUploader
 
@@ -107,13 +109,14 @@ class CloudSync:
         self._stop = threading.Event()
         self._ready = threading.Event()  # connected, subscribed, the transport's re-send done
         self._connected = False
-        self._sub_lock = threading.Lock()
-        self._sub_mid: int | None = None
+        self.refusals = Refusals(clock=clock)
+        self.subscriptions = Subscriptions(refusals=self.refusals, retry_wait=self._refused_wait)
+        self._last_failure: str | None = None
         self._commands: queue.Queue[tuple[str, bytes, bytes | None, int, int, bool] | None] = queue.Queue(maxsize=10_000)
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
         self.pump = OutboxPump(store, base=self.base, window=self.cfg.max_inflight, clock=clock,
-                               on_error=self._note_error)
+                               on_error=self._note_error, refusals=self.refusals, retry_wait=self._refused_wait)
         self.watch = OutboxWatch(store, self.cfg, clock=clock, wake=self._wake.set)
         self.commands = CommandHandler(settings, store, secret=self._secret, clock=clock, open_handler=open_handler,
                                        on_config_change=on_config_change, wake=self._wake.set)
@@ -130,6 +133,9 @@ class CloudSync:
     def _note_error(self, error: str) -> None:
         self.last_error = error
 
+    def _refused_wait(self) -> float:
+        return refused_wait(self.cfg.refused_retry_s)
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "CloudSync":
@@ -143,6 +149,8 @@ class CloudSync:
         if not self._secret:
             log.warning("mqtt.hmac_secret is not configured: every cloud command (payment, open, lists, "
                         "reservation, tariff) will be rejected")
+        for warning in identity_warnings(self.cfg, self.settings.site.lot_id):
+            log.warning("%s", warning)
         self._transport = self._transport_factory(self)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True),
@@ -198,6 +206,18 @@ class CloudSync:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def refusal(self) -> str | None:
+        """What the broker refuses us right now (connection, subscription, an outbox row), or None."""
+        return self.refusals.summary()
+
+    @property
+    def link(self) -> str:
+        """``connected``, ``refused`` (the broker said no to our connection) or ``offline``."""
+        if self._connected:
+            return "connected"
+        return "refused" if self.refusals.get("connect") is not None else "offline"
+
     def check_outbox_bound(self) -> bool:
         """Raise one alarm event when the backlog crosses its bounds (see :meth:`OutboxWatch.check_bound`)."""
         return self.watch.check_bound()
@@ -206,6 +226,8 @@ class CloudSync:
         stats = self.store.outbox_stats()
         report = {
             "connected": self._connected,
+            "link": self.link,
+            "refused": self.refusals.health(),
             "backlog": stats["pending"],
             "oldest_pending_at": stats["oldest_pending_at"],
             "inflight": self.pump.inflight_rows(),
@@ -236,25 +258,39 @@ class CloudSync:
         transport = self._transport
         if transport is None:
             return
+        self.refusals.cleared("connect")
+        self._last_failure = None
         self._publish_untracked(transport, self.topic(STATUS_TOPIC), ONLINE.encode(), retain=True)
-        with self._sub_lock:
-            self._sub_mid = transport.subscribe(self.topic("cmd/+"), qos=1)
+        self.subscriptions.clear_retries()
+        self.subscriptions.subscribe(transport, self.topic("cmd/+"), qos=1,
+                                     purpose="cloud commands do not reach this lot")
         if self.ha is not None:
-            self.ha.on_connected(transport, lambda topic, payload: self._publish_untracked(
+            mid = self.ha.on_connected(transport, lambda topic, payload: self._publish_untracked(
                 transport, topic, payload, retain=True))
+            if mid is not None:
+                self.subscriptions.expect(mid, self.ha.open_filter(), qos=0,
+                                          purpose="Home Assistant's open buttons do nothing")
 
     def on_connect_refused(self, reason: str) -> None:
-        self.last_error = f"broker refused connection: {reason}"
-        log.error("MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+        self.last_error = f"broker refused the connection: {reason}"
+        user = f" as {self.cfg.username}" if self.cfg.username else ""
+        retry = self.cfg.refused_retry_s
+        self.refusals.refused("connect", reason, detail=self.cfg.url + user,
+                              hint=f"trying again in {retry / 2:g}-{retry:g} s (mqtt.refused_retry_s); check "
+                              "mqtt.username and the password, or the client certificate (docs/security.md)")
+
+    def on_connect_failed(self, reason: str) -> None:
+        self.last_error = reason
+        if reason != self._last_failure:  # once per kind of failure, not once per attempt
+            self._last_failure = reason
+            log.warning("MQTT %s; the outbox keeps everything, retrying", reason)
 
     def on_subscribed(self, mid: int, *, error: str | None) -> None:
-        with self._sub_lock:
-            ours = mid == self._sub_mid
-        if not ours:
+        topic = self.subscriptions.on_suback(mid, error)
+        if topic is not None and error is not None:
+            self.last_error = f"subscription to {topic} refused: {error}"
+        if topic != self.topic("cmd/+"):
             return
-        if error is not None:
-            self.last_error = f"subscription to commands refused: {error}"
-            log.error("broker refused our subscription to %s/cmd/+: %s", self.base, error)
         # The transport delivers this SUBACK only after re-sending the unacknowledged messages that
         # followed CONNACK: new rows may go out now without overtaking old ones.
         self._ready.set()
@@ -290,7 +326,7 @@ class CloudSync:
         except PublishError as exc:
             log.error("publish to %s failed: %s", topic, exc)
             return
-        self.pump.register(mid, None)
+        self.pump.register(mid, None, topic)
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
@@ -300,8 +336,11 @@ class CloudSync:
                 self.pump.flush_acks()
                 self.watch.housekeeping()
                 self._storage_and_rejections()
+                if self.refusals.record_alarms(self.store):
+                    self._wake.set()
                 transport = self._transport
                 if self._ready.is_set() and transport is not None:
+                    self.subscriptions.retry_due(transport)
                     self.pump.publish_backlog(
                         transport, go_on=lambda: self._ready.is_set() and not self._stop.is_set()
                     )

@@ -77,14 +77,15 @@ class HomeAssistantBridge:
     def open_filter(self) -> str:
         return f"{self.base}/{OPEN_BUTTON_TOPIC.format(lane='+')}"
 
-    def on_connected(self, transport: Transport, publish_retained: Callable[[str, bytes], None]) -> None:
+    def on_connected(self, transport: Transport, publish_retained: Callable[[str, bytes], None]) -> int | None:
         """Send the discovery config (QoS 1, retained) and subscribe to the buttons (QoS 0: a press made
-        while the lot was offline is not queued for it and opens nothing later)."""
+        while the lot was offline is not queued for it and opens nothing later); the SUBSCRIBE's id."""
         publish_retained(*self.discovery())
         self._last_health = None
         self._checked_at = 0.0
         if self.cfg.allow_open:
-            transport.subscribe(self.open_filter(), qos=0)
+            return transport.subscribe(self.open_filter(), qos=0)
+        return None
 
     # ------------------------------------------------------------------ state
 

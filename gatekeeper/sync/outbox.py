@@ -3,8 +3,12 @@ marked sent only once its PUBACK arrived.
 
 At most ``window`` rows await a PUBACK at a time. A PUBACK may arrive before ``publish``
 returned its message id (paho calls back from its network thread): such early
-acknowledgements wait in ``_early`` until the id is registered. A row the broker refused
-rewinds the cursor so that it is sent again.
+acknowledgements wait in ``_early`` until the id is registered.
+
+A row the broker refused (an MQTT 5 PUBACK failure reason code, e.g. its ACL says no) stays unsent:
+the cursor rewinds to it and, until the broker accepts it, it goes alone and only after a wait
+(:func:`~gatekeeper.sync.refusals.refused_wait`), so a lot whose ACL is wrong neither loses the row
+nor hammers the broker with it; the refusal is logged and shown (:class:`~gatekeeper.sync.refusals.Refusals`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Callable
 
 from gatekeeper.config import MqttConfig
 from gatekeeper.store import Store, from_iso
+from gatekeeper.sync.refusals import Refusals
 from gatekeeper.sync.transport import PublishError, Transport
 
 log = logging.getLogger(__name__)
@@ -36,13 +41,21 @@ class OutboxPump:
         window: int,
         clock: Callable[[], datetime],
         on_error: Callable[[str], None],
+        refusals: Refusals | None = None,
+        retry_wait: Callable[[], float] = lambda: 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.base = base
         self.clock = clock
         self._on_error = on_error
+        self.refusals = refusals or Refusals(clock=clock)
+        self._retry_wait = retry_wait
+        self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._inflight: dict[int, int | None] = {}  # mid -> outbox row id (None: reply/status)
+        self._inflight: dict[int, tuple[int | None, str]] = {}  # mid -> (outbox row id or None: reply/status, topic)
+        self._refused_row: int | None = None  # the broker refuses this row: it goes alone, after a wait
+        self._hold_until = 0.0  # monotonic time before which the refused row is not sent again
         self._early: dict[int, str | None] = {}  # PUBACKs that beat publish() returning: mid -> error
         self._acked: list[int] = []  # row ids acknowledged, not yet marked sent
         self._cursor = 0  # highest row id handed to the transport
@@ -64,15 +77,22 @@ class OutboxPump:
 
     def inflight_rows(self) -> int:
         with self._lock:
-            return sum(1 for row in self._inflight.values() if row is not None)
+            return self._inflight_rows()
 
-    def register(self, mid: int, row_id: int | None) -> None:
+    def _inflight_rows(self) -> int:
+        return sum(1 for row, _ in self._inflight.values() if row is not None)
+
+    @property
+    def refused_row(self) -> int | None:
+        return self._refused_row
+
+    def register(self, mid: int, row_id: int | None, topic: str = "") -> None:
         """``mid`` was handed to the transport (``row_id`` None: a status or reply, only bookkept)."""
         with self._lock:
             if mid in self._early:
-                self._settle(row_id, self._early.pop(mid))
+                self._settle(row_id, topic, self._early.pop(mid))
             else:
-                self._inflight[mid] = row_id
+                self._inflight[mid] = (row_id, topic)
             if row_id is not None:
                 self._cursor = max(self._cursor, row_id)
 
@@ -82,19 +102,31 @@ class OutboxPump:
             if mid not in self._inflight:
                 self._early[mid] = error
                 return False
-            self._settle(self._inflight.pop(mid), error)
+            self._settle(*self._inflight.pop(mid), error)
         return True
 
-    def _settle(self, row_id: int | None, error: str | None) -> None:
-        """A PUBACK for ``row_id`` (lock held)."""
+    def _settle(self, row_id: int | None, topic: str, error: str | None) -> None:
+        """A PUBACK for ``row_id`` on ``topic`` (lock held)."""
         if row_id is None:
+            if error is not None:  # a status, a discovery config or a reply refused before authentication
+                self._on_error(f"broker refused {topic}: {error}")
+                log.error("MQTT broker refused our message on %s: %s (not stored, not sent again); "
+                          "check the broker's ACL for this lot (docs/security.md)", topic, error)
             return
         if error is not None:
-            # The broker refused it (e.g. not authorised): keep it unsent and try again later.
-            self._on_error(f"broker refused outbox row {row_id}: {error}")
-            log.error("broker refused outbox row %d: %s; will retry", row_id, error)
+            # The broker refused it (e.g. not authorised): keep it unsent, send it again alone after a wait.
+            wait = self._retry_wait()
+            self._on_error(f"broker refused outbox row {row_id} on {topic}: {error}")
+            self.refusals.refused("publish", error, detail=f"outbox row {row_id} on {topic}",
+                                  hint=f"the row stays in the outbox and is tried again in {wait:.0f} s; "
+                                  "check the broker's ACL for this lot (docs/security.md)")
             self._rewind_to = row_id if self._rewind_to is None else min(self._rewind_to, row_id)
+            self._refused_row = row_id if self._refused_row is None else min(self._refused_row, row_id)
+            self._hold_until = self._monotonic() + wait
             return
+        if row_id == self._refused_row:
+            self._refused_row = None
+            self.refusals.cleared("publish")
         self._acked.append(row_id)
         self.acknowledged += 1
         self.last_ack_at = self.clock()
@@ -118,7 +150,12 @@ class OutboxPump:
             with self._lock:
                 if self._rewind_to is not None:
                     self._cursor, self._rewind_to = self._rewind_to - 1, None
-                room = self._window - sum(1 for r in self._inflight.values() if r is not None)
+                if self._refused_row is None:
+                    room = self._window - self._inflight_rows()
+                elif self._monotonic() < self._hold_until:
+                    return  # the drain's poll comes back after the wait
+                else:
+                    room = 1 - self._inflight_rows()  # the refused row alone, until the broker takes it
                 cursor = self._cursor
             if room <= 0:
                 return  # a PUBACK wakes us
@@ -140,7 +177,7 @@ class OutboxPump:
                 except PublishError as exc:
                     log.warning("publish of outbox row %d failed: %s", row.id, exc)
                     return
-                self.register(mid, row.id)
+                self.register(mid, row.id, row.topic)
                 self.published += 1
                 if self.on_published is not None:
                     self.on_published(transport, row.topic, row.payload)

@@ -10,6 +10,12 @@ the command, its effect and its reply are committed. Reconnects wait a random ti
 capped exponential bound (full jitter, so a fleet of lots does not come back in lockstep); the
 wait ends early when the route to the broker comes back after being gone. The socket has
 TCP_NODELAY: a reply is one small packet, Nagle's algorithm would hold it for the last ACK.
+
+When the broker refuses us (a CONNACK failure such as "Not authorized", a TLS identity that one
+side does not accept, or the connection closed before any CONNACK, twice in a row) the listener
+hears :meth:`~gatekeeper.sync.transport.TransportListener.on_connect_refused` and the next attempt
+waits :func:`~gatekeeper.sync.refusals.refused_wait` instead of the backoff: credentials do not
+fix themselves within seconds, and a fleet of refused lots must not hammer the broker.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable
@@ -27,7 +34,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gatekeeper.config import MqttConfig
+from gatekeeper.config import ConfigError, MqttConfig
+from gatekeeper.sync.refusals import refused_wait
 from gatekeeper.sync.transport import PublishError, TransportListener
 
 log = logging.getLogger(__name__)
@@ -70,15 +78,82 @@ def route_up(host: str, port: int) -> bool:
     return False
 
 
+def configure_identity(client: mqtt.Client, cfg: MqttConfig, password: str | None) -> None:
+    """The lot's broker identity on a paho client: user name and password, TLS with the CA and the client
+    certificate. Unreadable or mismatched files are a :class:`ConfigError` naming the key."""
+    if cfg.username:
+        client.username_pw_set(cfg.username, password)
+    if not cfg.tls:
+        return
+    try:
+        client.tls_set(
+            ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+            certfile=str(cfg.cert_file) if cfg.cert_file else None,
+            keyfile=str(cfg.key_file) if cfg.key_file else None,
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        keys = "mqtt.ca_file" if not cfg.cert_file else "mqtt.ca_file, mqtt.cert_file or mqtt.key_file"
+        raise ConfigError(f"{keys}: cannot use for TLS: {describe_tls_file_error(exc)} "
+                          f"(ca_file={cfg.ca_file}, cert_file={cfg.cert_file}, key_file={cfg.key_file})") from None
+
+
+def describe_tls_file_error(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if reason == "KEY_VALUES_MISMATCH":
+            return "the private key does not belong to the certificate"
+        return f"not a usable PEM file ({reason})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def classify_connect_error(exc: OSError, where: str) -> tuple[str, bool]:
+    """What to tell people about a failed connection attempt, and whether it is a refusal (TLS trust or
+    identity: retrying within seconds changes nothing) rather than the network."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: the broker's certificate is not trusted ({exc.verify_message or exc.reason}); "
+                "check mqtt.ca_file and that mqtt.host is a name in the broker's certificate", True)
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if "ALERT" in reason:
+            return (f"TLS: the broker refused the handshake ({reason}); check mqtt.cert_file/key_file "
+                    "against the broker's CA", True)
+        if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+            return f"TLS: {where} does not speak TLS ({reason}); is mqtt.port the broker's TLS listener?", True
+        return f"TLS: {reason}", False
+    return f"cannot connect to {where}: {exc.strerror or exc}", False
+
+
 class _Client(mqtt.Client):
-    """paho's client with our reconnect wait (paho's own doubles without jitter)."""
+    """paho's client with our reconnect wait (paho's own doubles without jitter) and a word on every
+    failed attempt."""
 
     backoff: Backoff
     kick: threading.Event
     broker: tuple[str, int]
+    #: Set after a refusal: the next wait is ``refused_wait()`` instead of the backoff.
+    refused: bool = False
+    refused_wait: Callable[[], float]
+    on_attempt: Callable[[bool], None]
+    on_attempt_error: Callable[[OSError], None]
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.on_attempt(False)
+        try:
+            rc = super().reconnect()
+        except OSError as exc:  # paho retries after _reconnect_wait; say why first
+            self.on_attempt_error(exc)
+            raise
+        self.on_attempt(True)  # CONNECT sent (this is paho's own thread: its CONNACK is handled later)
+        return rc
 
     def _reconnect_wait(self) -> None:
-        delay = self.backoff.next()
+        if self.refused:
+            self.refused = False
+            delay = self.refused_wait()
+        else:
+            delay = self.backoff.next()
         deadline = time.monotonic() + delay
         net_down = not route_up(*self.broker)
         next_route_check = time.monotonic() + 1.0
@@ -134,6 +209,8 @@ class PahoTransport:
         self._listener: TransportListener | None = None
         self.backoff = Backoff(base=cfg.reconnect_min_s, cap=cfg.reconnect_max_s)
         self._kick = threading.Event()
+        self._awaiting_connack = False
+        self._closed_early = 0  # connections in a row the broker closed before its CONNACK
         self._client = self._make_client(client_id, will_topic, will_payload, password)
 
     def _make_client(self, client_id: str, will_topic: str, will_payload: bytes, password: str | None) -> mqtt.Client:
@@ -148,18 +225,14 @@ class PahoTransport:
         client.backoff = self.backoff
         client.kick = self._kick
         client.broker = (cfg.host, cfg.port)
+        client.refused_wait = lambda: refused_wait(cfg.refused_retry_s)
+        client.on_attempt = self._on_attempt
+        client.on_attempt_error = self._on_attempt_error
         client.on_socket_open = _no_delay
         paho_log = logging.getLogger(PAHO_LOGGER)
         paho_log.addFilter(_quiet_shutdown)
         client.enable_logger(paho_log)
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            client.tls_set(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                keyfile=str(cfg.key_file) if cfg.key_file else None,
-            )
+        configure_identity(client, cfg, password)
         client.will_set(will_topic, will_payload, qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(0)
@@ -221,11 +294,32 @@ class PahoTransport:
 
     # -- paho callbacks (paho's network thread) ------------------------------------------
 
+    def _on_attempt(self, connect_sent: bool) -> None:
+        self._awaiting_connack = connect_sent
+
+    def _on_attempt_error(self, exc: OSError) -> None:
+        """paho's thread: a connection attempt failed before MQTT (socket, TLS handshake)."""
+        try:
+            assert self._listener is not None
+            self._closed_early = 0
+            text, refused = classify_connect_error(exc, self.cfg.url)
+            if refused:
+                self._client.refused = True
+                self._listener.on_connect_refused(text)
+            else:
+                self._listener.on_connect_failed(text)
+        except Exception:
+            log.exception("reporting a failed connection attempt failed")
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         try:
             assert self._listener is not None
+            self._awaiting_connack = False
+            self._closed_early = 0
             if reason.is_failure:
-                self._listener.on_connect_refused(str(reason))
+                self._client.refused = True
+                code = f" (CONNACK {reason.value:#04x})" if self.mqtt5 else ""  # paho maps 3.1.1's codes
+                self._listener.on_connect_refused(f"{reason}{code}")
                 return
             self.backoff.reset()
             receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
@@ -238,7 +332,8 @@ class PahoTransport:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
         try:
             assert self._listener is not None
-            error = f"{reasons}" if any(r.is_failure for r in reasons) else None
+            refused = [f"{r} (SUBACK {r.value:#04x})" for r in reasons if r.is_failure]
+            error = ", ".join(refused) if refused else None
             self._listener.on_subscribed(mid, error=error)
         except Exception:
             log.exception("on_subscribe failed")
@@ -246,6 +341,20 @@ class PahoTransport:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         try:
             assert self._listener is not None
+            if self._awaiting_connack:
+                # Closed between our CONNECT and any CONNACK: with TLS the usual cause is a client certificate
+                # the broker does not accept (TLS 1.3 reports that only now), or plain MQTT to a TLS port.
+                self._awaiting_connack = False
+                self._closed_early += 1
+                text = (f"{self.cfg.url} closed the connection before answering our CONNECT; "
+                        + ("does the broker accept our client certificate (mqtt.cert_file, its CA)?"
+                           if self.cfg.tls else "is mqtt.port a TLS listener (then set mqtt.tls = true)?"))
+                if self._closed_early >= 2:
+                    self._client.refused = True
+                    self._listener.on_connect_refused(text)
+                else:
+                    self._listener.on_connect_failed(text)
+                return
             self._listener.on_disconnected(str(reason))
         except Exception:
             log.exception("on_disconnect failed")
@@ -253,7 +362,8 @@ class PahoTransport:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         try:
             assert self._listener is not None
-            self._listener.on_acked(mid, error=str(reason) if reason.is_failure else None)
+            error = f"{reason} (PUBACK {reason.value:#04x})" if reason.is_failure else None
+            self._listener.on_acked(mid, error=error)
         except Exception:
             log.exception("on_publish failed")
 

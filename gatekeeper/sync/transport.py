@@ -25,7 +25,13 @@ class TransportListener(Protocol):
 
     def on_connected(self, *, session_present: object, receive_maximum: int | None) -> None: ...
 
-    def on_connect_refused(self, reason: str) -> None: ...
+    def on_connect_refused(self, reason: str) -> None:
+        """The broker refused us: a CONNACK failure (bad credentials, not authorised), a TLS identity it or we
+        do not accept, or it closed the connection before answering, again. The next try waits
+        ``mqtt.refused_retry_s`` (half to all of it), not the reconnect backoff."""
+
+    def on_connect_failed(self, reason: str) -> None:
+        """A connection attempt failed below MQTT (no route, nobody listening, reset): ordinary backoff."""
 
     def on_disconnected(self, reason: str) -> None: ...
 
