@@ -1,6 +1,6 @@
 """A fleet of lots against one mosquitto, with the reference cloud consumer (docs/fleet.md).
 
-    PYTHONPATH=. python benchmarks/fleet.py --lots 500 --restart-at 30      # the target run
+    PYTHONPATH=. python benchmarks/fleet.py --lots 500 --restart-at 30      # the target
     PYTHONPATH=. python benchmarks/fleet.py --lots 50 --duration 30 --restart-at 15 --mode shared
 
 * mosquitto with examples/cloud_consumer/mosquitto.conf (persistence in a temp dir);
@@ -10,7 +10,12 @@
   ``partitioned`` (non-shared persistent sessions, lots split by hash) or ``shared`` ($share group);
 * a command sender paying open sessions (``--commands-per-s``), resending unanswered ones (same id);
 * ``--restart-at S``: the broker is stopped (SIGTERM: it saves its database) and started again
-  ``--restart-down-s`` later, S seconds into the traffic.
+  ``--restart-down-s`` later, S seconds into the traffic;
+* ``--consumer-outage-at S``: every consumer is killed (or ``--consumer-outage-signal term``) and starts
+  again ``--consumer-outage-s`` later: the broker queues for their sessions (``max_queued_messages``;
+  compare ``--broker-option 'max_queued_messages 1000'``);
+* ``--kill-lots-at S``: the first process of lots is SIGKILLed (a power cut) and started again: its
+  lots send again what they had recorded no PUBACK for (duplicates for the consumers to drop).
 
 After the traffic, it waits until every lot's outbox is acknowledged and the store holds what the lots
 sent, then compares the store with every lot's outbox (the ground truth: the edge keeps sent rows for a
@@ -24,6 +29,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,12 +50,18 @@ BROKER_CONF = REPO / "examples" / "cloud_consumer" / "mosquitto.conf"
 
 
 class FleetBroker(Mosquitto):
-    """mosquitto with the documented fleet settings; only the listener, log and persistence dir are ours."""
+    """mosquitto with the documented fleet settings; only the listener, log and persistence dir are ours
+    (``overrides``: lines that replace the documented line with the same option, for comparisons)."""
+
+    def __init__(self, workdir: Path, *, overrides: tuple[str, ...] = ()) -> None:
+        self.overrides = overrides
+        super().__init__(workdir)
 
     def _write_config(self) -> None:
+        replaced = {line.split()[0] for line in self.overrides} | {"persistence_location"}
         documented = [line for line in BROKER_CONF.read_text(encoding="utf-8").splitlines()
-                      if line.strip() and not line.lstrip().startswith("#")
-                      and not line.startswith("persistence_location")]
+                      if line.strip() and not line.lstrip().startswith("#") and line.split()[0] not in replaced]
+        documented += list(self.overrides)
         store = self.workdir / "persist"
         store.mkdir(exist_ok=True)
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", f"persistence_location {store}/",
@@ -106,7 +118,8 @@ class Fleet:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work = args, work
         self.lots = [f"lot-{i:04d}" for i in range(args.lots)]
-        self.broker = FleetBroker(work / "mosquitto")
+        self.broker = FleetBroker(work / "mosquitto", overrides=tuple(args.broker_option))
+        self.lots_file = work / "lots.txt"
         self.db = work / "cloud.db"
         self.consumers: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -116,23 +129,37 @@ class Fleet:
 
     def start(self) -> None:
         self.broker.start()
-        lots_file = self.work / "lots.txt"
-        lots_file.write_text("\n".join(self.lots) + "\n", encoding="utf-8")
+        self.lots_file.write_text("\n".join(self.lots) + "\n", encoding="utf-8")
+        self.start_consumers()
+        per = self.args.lots_per_process
+        self.workers = [self._start_worker(i, self.lots[start:start + per])
+                        for i, start in enumerate(range(0, len(self.lots), per))]
+
+    def _start_worker(self, index: int, lots: list[str]) -> subprocess.Popen[bytes]:
+        return _popen([sys.executable, str(REPO / "benchmarks" / "fleet_lots.py"), "--dir", str(self.work),
+                       "--index", str(index), "--host", self.broker.host, "--port", str(self.broker.port),
+                       "--lots", ",".join(lots), "--rate", str(self.args.rate), "--duration",
+                       str(self.args.duration), "--seed", str(index)],
+                      self.work / f"lots-{index}.log", stdin=subprocess.PIPE)
+
+    def start_consumers(self) -> None:
         for i in range(self.args.consumers):
             who = (["--partition", f"{i}/{self.args.consumers}"] if self.args.mode == "partitioned"
                    else ["--client-id", f"cloud-{i}"])
             self.consumers.append(_popen(
                 [sys.executable, "-m", "examples.cloud_consumer", "--db", str(self.db), "--host", self.broker.host,
-                 "--port", str(self.broker.port), "--mode", self.args.mode, "--lots-file", str(lots_file), *who],
-                self.work / f"consumer-{i}.log"))
-        per = self.args.lots_per_process
-        for index, start in enumerate(range(0, len(self.lots), per)):
-            self.workers.append(_popen(
-                [sys.executable, str(REPO / "benchmarks" / "fleet_lots.py"), "--dir", str(self.work), "--index",
-                 str(index), "--host", self.broker.host, "--port", str(self.broker.port), "--lots",
-                 ",".join(self.lots[start:start + per]), "--rate", str(self.args.rate), "--duration",
-                 str(self.args.duration), "--seed", str(index)],
-                self.work / f"lots-{index}.log", stdin=subprocess.PIPE))
+                 "--port", str(self.broker.port), "--mode", self.args.mode, "--lots-file", str(self.lots_file),
+                 *who], self.work / f"consumer-{i}.log"))
+
+    def stop_consumers(self, sig: int = signal.SIGTERM) -> None:
+        consumers, self.consumers = self.consumers, []
+        for consumer in consumers:
+            consumer.send_signal(sig)
+        for consumer in consumers:
+            try:
+                consumer.wait(60)
+            except subprocess.TimeoutExpired:
+                consumer.kill()
 
     def status(self) -> list[dict[str, Any]]:
         out = []
@@ -162,13 +189,7 @@ class Fleet:
                 worker.wait(120)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        for consumer in self.consumers:
-            consumer.send_signal(signal.SIGTERM)
-        for consumer in self.consumers:
-            try:
-                consumer.wait(60)
-            except subprocess.TimeoutExpired:
-                consumer.kill()
+        self.stop_consumers()
         self.broker.close()
 
     # -- the run ---------------------------------------------------------------------------
@@ -197,8 +218,11 @@ class Fleet:
                 commander = Commander(store, sender, rate=args.commands_per_s, seed=1)
                 time.sleep(max(0.0, go_at - time.time()))
                 commander.start()
-                if args.restart_at:
-                    self._restart(go_at + args.restart_at)
+                for at, action in sorted([(args.restart_at, self._restart),
+                                          (args.consumer_outage_at, self._consumer_outage),
+                                          (args.kill_lots_at, self._kill_lots)], key=lambda x: x[0]):
+                    if at:
+                        action(go_at + at)
                 time.sleep(max(0.0, go_at + args.duration - time.time()))
                 commander.stop.set()
                 commander.join()
@@ -209,10 +233,17 @@ class Fleet:
                                         and all(s["pending"] == 0 for s in self.status()),
                                         "every outbox acknowledged", args.drain_timeout)
                 self.marks["outboxes_empty"] = time.time()
-                truth = self.ground_truth()
-                settled = self._settle(store, truth)
+                settled = self._settle(store, self.ground_truth())
                 self.wait_for(lambda: sender.resend_unanswered(older_than_s=10) == 0 and not store.unanswered(
                     older_than_s=0), "a reply to every command", args.drain_timeout)
+            # The lots may still queue (e.g. a once-a-minute summary of refused payments): stop them, then
+            # compare the store with everything they recorded as acknowledged by the broker.
+            self.tell("stop")
+            for worker in self.workers:
+                worker.wait(120)
+            self.marks["lots_stopped"] = time.time()
+            truth = self.ground_truth(sent_only=True)
+            self._settle(store, truth)
             report = self.report(store, truth, drained=drained, settled=settled)
         return report
 
@@ -230,9 +261,49 @@ class Fleet:
         print(f"broker back after {self.marks['broker_up'] - self.marks['broker_stop']:.1f} s; every lot "
               f"reconnected within {took:.1f} s of it", flush=True)
 
-    def ground_truth(self) -> set[tuple[str, int, str]]:
-        return {(lot, seq, msg_id) for lot in self.lots
-                for seq, msg_id, _ in published_messages(self.work / "lots" / lot / "gatekeeper.db")}
+    def _consumer_outage(self, at: float) -> None:
+        """Stop every consumer (SIGKILL: a crash, or SIGTERM: a deploy), start them again later: the broker
+        queues for their sessions; what a killed consumer had stored but not acknowledged comes again."""
+        time.sleep(max(0.0, at - time.time()))
+        self.marks["consumers_stop"] = time.time()
+        self.stop_consumers(signal.SIGKILL if self.args.consumer_outage_signal == "kill" else signal.SIGTERM)
+        print(f"consumers {self.args.consumer_outage_signal}ed, back in {self.args.consumer_outage_s:.0f} s", flush=True)
+        time.sleep(max(0.0, at + self.args.consumer_outage_s - time.time()))
+        self.marks["consumers_back"] = time.time()
+        self.start_consumers()
+
+    def _kill_lots(self, at: float) -> None:
+        """SIGKILL the first process of lots (a power cut at the edge) and start it again: its lots send
+        again what they had no PUBACK recorded for, so the consumers see duplicates."""
+        time.sleep(max(0.0, at - time.time()))
+        lots = self.lots[:self.args.lots_per_process]
+        self.marks["lots_killed"] = time.time()
+        self.workers[0].kill()
+        self.workers[0].wait()
+        (self.work / "status-0.json").unlink(missing_ok=True)
+        self.workers[0] = self._start_worker(0, lots)
+        self.wait_for(lambda: self.status()[0]["connected"] == len(lots), "the killed lots back", 120)
+        worker = self.workers[0]
+        assert worker.stdin is not None
+        worker.stdin.write(f"go {self.marks['go']}\n".encode())
+        worker.stdin.flush()
+        self.marks["lots_back"] = time.time()
+        print(f"{len(lots)} lots killed and back in {self.marks['lots_back'] - self.marks['lots_killed']:.1f} s",
+              flush=True)
+
+    def vehicles(self) -> int:
+        total = 0
+        for lot in self.lots:
+            conn = sqlite3.connect(f"file:{self.work / 'lots' / lot / 'gatekeeper.db'}?mode=ro", uri=True)
+            try:
+                total += conn.execute("SELECT COUNT(*) FROM events WHERE kind IN ('entry', 'exit')").fetchone()[0]
+            finally:
+                conn.close()
+        return total
+
+    def ground_truth(self, *, sent_only: bool = False) -> set[tuple[str, int, str]]:
+        return {(lot, seq, msg_id) for lot in self.lots for seq, msg_id, _ in
+                published_messages(self.work / "lots" / lot / "gatekeeper.db", sent_only=sent_only)}
 
     def _settle(self, store: ConsumerStore, truth: set[tuple[str, int, str]]) -> float:
         """Wait until the store holds every message the lots sent, or nothing new arrives for 20 s."""
@@ -256,47 +327,79 @@ class Fleet:
 
     def report(self, store: ConsumerStore, truth: set[tuple[str, int, str]], *, drained: float,
                settled: float) -> dict[str, Any]:
-        stored = self._stored(store)
+        """``truth``: every message the lots recorded as acknowledged by the broker."""
+        stored, everything = self._stored(store), self.ground_truth()
         lost = truth - stored
         rows, distinct = store.rows("SELECT COUNT(*), COUNT(DISTINCT lot || '/' || msg_id || '/' || seq) "
                                     "FROM messages WHERE seq IS NOT NULL")[0]
         events, distinct_events = store.rows("SELECT COUNT(*), COUNT(DISTINCT msg_id) FROM messages "
                                              "WHERE kind = 'event'")[0]
         gap_seqs = {(g.lot, s) for g in store.gaps(limit=1_000_000) for s in g.missing}
-        counters = store.counters()
-        consumers = {c: v for c, v in counters.items() if c != "benchmark"}
-        deliveries = sum(v.get("deliveries", 0) for v in consumers.values())
-        duplicates = sum(v.get("duplicates", 0) for v in consumers.values())
-        batches = sum(v.get("batches", 0) for v in consumers.values())
+        consumers = {c: v for c, v in store.counters().items() if c != "benchmark"}
+
+        def total(name: str) -> int:
+            return sum(v.get(name, 0) for v in consumers.values())
+
         go, end = self.marks["go"], self.marks["traffic_end"]
         during = store.rows("SELECT COUNT(*) FROM messages WHERE received_at BETWEEN ? AND ?", (go, end))[0][0]
         per_second = [r[0] for r in store.rows(
             "SELECT COUNT(*) FROM messages WHERE received_at >= ? GROUP BY CAST(received_at - ? AS INTEGER)",
             (go, go))]
-        commands = store.rows("SELECT sent_at, reply_at, attempts, reply_status FROM commands")
-        latency = self._latency(commands)
-        dropped_lines = self.broker.log_text().count("being dropped")
-        vehicles = sum(s["vehicles"] for s in self.status())
-        worker_errors = sum(s["errors"] for s in self.status())
-        report = {
+        status = self.status()
+        return {
             "lots": len(self.lots), "processes": len(self.workers), "consumers": self.args.consumers,
             "mode": self.args.mode, "duration_s": self.args.duration, "rate": self.args.rate,
-            "restart": {k: round(v - go, 2) for k, v in self.marks.items() if k != "go"},
-            "vehicles": vehicles, "vehicle_errors": worker_errors, "messages_sent": len(truth),
-            "events_stored": events, "messages_stored": len(stored), "lost": len(lost),
-            "lost_sample": sorted(lost)[:10], "duplicates_after_dedupe": (rows - distinct) + (events - distinct_events),
+            "broker_options": self.args.broker_option,
+            "timeline_s": {k: round(v - go, 2) for k, v in self.marks.items() if k != "go"},
+            "vehicles": self.vehicles(), "vehicle_errors": sum(s["errors"] for s in status),
+            "messages_sent": len(truth), "unsent_at_end": len(everything) - len(truth),
+            "messages_stored": len(stored), "events_stored": events,
+            "lost": len(lost), "lost_sample": sorted(lost)[:10], "not_from_any_lot": len(stored - everything),
+            "duplicates_after_dedupe": (rows - distinct) + (events - distinct_events),
             "gap_detection_matches_lost": gap_seqs == {(lot, seq) for lot, seq, _ in lost},
-            "open_gap_seqs": len(gap_seqs), "deliveries": deliveries, "duplicate_deliveries_deduped": duplicates,
-            "mean_batch": round(deliveries / batches, 1) if batches else 0,
+            "open_gap_seqs": len(gap_seqs),
+            "deliveries": total("deliveries"), "duplicate_deliveries_deduped": total("duplicates"),
+            "status_messages": total("status"), "retained_copies": total("retained_copies"),
+            "malformed": total("malformed"),
+            "mean_batch": round(total("deliveries") / total("batches"), 1) if total("batches") else 0,
             "per_consumer": {c: v.get("stored", 0) for c, v in consumers.items()},
             "throughput_msgs_per_s": round(during / (end - go), 1), "peak_msgs_per_s": max(per_second, default=0),
             "outboxes_empty_after_traffic_s": round(drained, 1), "store_complete_after_s": round(settled, 1),
-            "broker_log_dropped_lines": dropped_lines, "commands": latency,
+            "broker_log_dropped_lines": self.broker.log_text().count("being dropped"),
+            "lag": self._lag(store),
+            "commands": self._latency(store.rows("SELECT sent_at, reply_at, attempts, reply_status FROM commands")),
         }
-        return report
+
+    def _disturbed(self, moment: float) -> bool:
+        """Whether ``moment`` falls in a broker restart or consumer outage (from 1 s before to 5 s after)."""
+        windows = [(self.marks[a] - 1, self.marks[b] + 5) for a, b in (("broker_stop", "all_back"),
+                   ("consumers_stop", "consumers_back"), ("lots_killed", "lots_back")) if a in self.marks]
+        return any(lo <= moment <= hi for lo, hi in windows)
+
+    def _lag(self, store: ConsumerStore) -> dict[str, Any]:
+        """Message made at the lot (its ``at``) -> received by a consumer: steady state, and how long after the
+        broker (or the consumers) came back everything made before that was in."""
+        rows = store.rows("SELECT (julianday(json_extract(payload, '$.at')) - 2440587.5) * 86400.0, received_at "
+                          "FROM messages WHERE seq IS NOT NULL AND json_extract(payload, '$.at') IS NOT NULL "
+                          "AND json_extract(payload, '$.repeat') IS NOT 1")  # a repeated reply keeps its first at
+        out: dict[str, Any] = {}
+        steady = [got - made for made, got in rows if not self._disturbed(made)]
+        if len(steady) > 1:
+            q = statistics.quantiles(steady, n=100)
+            out["steady_p50_ms"], out["steady_p95_ms"] = round(q[49] * 1000, 1), round(q[94] * 1000, 1)
+        for name, back, stop in (("after_restart", "broker_up", "broker_stop"),
+                                 ("after_consumer_outage", "consumers_back", "consumers_stop")):
+            if back not in self.marks:
+                continue
+            before = [(made, got) for made, got in rows if made < self.marks[back]]
+            backlog = sum(1 for made, _ in before if made >= self.marks[stop])
+            caught_up = max(got for _, got in before) - self.marks[back]
+            out[name] = {"backlog_msgs": backlog, "all_in_after_s": round(caught_up, 1),
+                         "max_lag_s": round(max(got - made for made, got in before), 1),
+                         "drain_msgs_per_s": round(backlog / caught_up, 1) if caught_up > 0 else None}
+        return out
 
     def _latency(self, commands: list[tuple[Any, ...]]) -> dict[str, Any]:
-        stop, back = self.marks.get("broker_stop"), self.marks.get("all_back")
         answered = [(sent, reply - sent, attempts, status) for sent, reply, attempts, status in commands
                     if reply is not None]
 
@@ -307,7 +410,7 @@ class Fleet:
             return {"p50_ms": round(statistics.median(values) * 1000, 1), "p95_ms": round(q[94] * 1000, 1),
                     "max_ms": round(max(values) * 1000, 1), "n": len(values)}
 
-        steady = [lat for sent, lat, _, _ in answered if stop is None or not (stop - 1 <= sent <= (back or stop) + 2)]
+        steady = [lat for sent, lat, _, _ in answered if not self._disturbed(sent)]
         return {"sent": len(commands), "answered": len(answered),
                 "ok": sum(1 for *_, status in answered if status == "ok"),
                 "resent": sum(1 for c in commands if c[2] > 1),
@@ -325,6 +428,14 @@ def main() -> int:
     parser.add_argument("--commands-per-s", type=float, default=5.0)
     parser.add_argument("--restart-at", type=float, default=0.0, help="restart the broker this many seconds in")
     parser.add_argument("--restart-down-s", type=float, default=2.0)
+    parser.add_argument("--consumer-outage-at", type=float, default=0.0,
+                        help="stop every consumer this many seconds in (a deploy) ...")
+    parser.add_argument("--consumer-outage-s", type=float, default=20.0, help="... and start them again after this")
+    parser.add_argument("--consumer-outage-signal", choices=("kill", "term"), default="kill")
+    parser.add_argument("--kill-lots-at", type=float, default=0.0,
+                        help="SIGKILL the first process of lots this many seconds in, and start it again")
+    parser.add_argument("--broker-option", action="append", default=[],
+                        help="replace a documented broker line, e.g. 'max_queued_messages 1000' (comparisons)")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")

@@ -94,11 +94,13 @@ class SimLot:
         return int(self.store.outbox_stats()["pending"])
 
 
-def published_messages(database: Path) -> list[tuple[int, str, str]]:
-    """What a lot queued for the cloud, read from its database: ``(seq, id, relative topic)`` per outbox row."""
+def published_messages(database: Path, *, sent_only: bool = False) -> list[tuple[int, str, str]]:
+    """What a lot queued for the cloud, read from its database: ``(seq, id, relative topic)`` per outbox row
+    (``sent_only``: only the rows whose PUBACK the lot has recorded)."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT payload, topic FROM outbox ORDER BY id").fetchall()
+        where = " WHERE sent_at IS NOT NULL" if sent_only else ""
+        rows = conn.execute(f"SELECT payload, topic FROM outbox{where} ORDER BY id").fetchall()
     finally:
         conn.close()
     out = []

@@ -190,7 +190,7 @@ class ConsumerStore:
 
     def save_batch(self, batch: Sequence[Received]) -> BatchResult:
         """Store a batch in ONE transaction; after it returns the batch may be acknowledged."""
-        stored = duplicates = retained = bad = matched = 0
+        stored = duplicates = retained = bad = matched = status = 0
         touched: dict[str, int] = {}
         now = self.clock()
         with self._transaction() as conn:
@@ -206,6 +206,7 @@ class ConsumerStore:
                     conn.execute("INSERT INTO lots(lot, contiguous, highest, status, status_at) VALUES (?,0,0,?,?) "
                                  "ON CONFLICT(lot) DO UPDATE SET status=excluded.status, status_at=excluded.status_at",
                                  (msg.lot, msg.payload, item.received_at))
+                    status += 1
                     continue
                 if item.retained:
                     # A retained copy sent because we subscribed: the live message was (or will be)
@@ -227,7 +228,7 @@ class ConsumerStore:
             for lot, lowest in touched.items():
                 self._advance(conn, lot, lowest, now)
             self._count(conn, stored=stored, duplicates=duplicates, retained_copies=retained, malformed=bad,
-                        deliveries=len(batch), batches=1)
+                        status=status, deliveries=len(batch), batches=1)
         return BatchResult(stored, duplicates, retained, bad, matched)
 
     def _match_reply(self, conn: sqlite3.Connection, msg: Message, received_at: float) -> int:
@@ -281,7 +282,8 @@ class ConsumerStore:
         return out
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """consumer -> counter name -> value (deliveries, stored, duplicates, retained_copies, malformed, batches)."""
+        """consumer -> counter name -> value (deliveries, stored, duplicates, retained_copies, malformed, status,
+        batches)."""
         out: dict[str, dict[str, int]] = {}
         with self._lock:
             for consumer, name, value in self._conn.execute("SELECT consumer, name, value FROM counters"):
