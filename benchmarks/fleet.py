@@ -72,6 +72,26 @@ class FleetBroker(Mosquitto):
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+class ExternalBroker:
+    """A broker the benchmark does not run (``--broker host:port``, e.g. an EMQX or HiveMQ cluster)."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+
+    def start(self) -> "ExternalBroker":
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def log_text(self) -> str:
+        return ""
+
+
 def _popen(cmd: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO, **kw)
@@ -118,7 +138,9 @@ class Fleet:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work = args, work
         self.lots = [f"lot-{i:04d}" for i in range(args.lots)]
-        self.broker = FleetBroker(work / "mosquitto", overrides=tuple(args.broker_option))
+        self.broker: FleetBroker | ExternalBroker = (
+            ExternalBroker(args.broker) if args.broker
+            else FleetBroker(work / "mosquitto", overrides=tuple(args.broker_option)))
         self.lots_file = work / "lots.txt"
         self.db = work / "cloud.db"
         self.consumers: list[subprocess.Popen[bytes]] = []
@@ -267,7 +289,8 @@ class Fleet:
         time.sleep(max(0.0, at - time.time()))
         self.marks["consumers_stop"] = time.time()
         self.stop_consumers(signal.SIGKILL if self.args.consumer_outage_signal == "kill" else signal.SIGTERM)
-        print(f"consumers {self.args.consumer_outage_signal}ed, back in {self.args.consumer_outage_s:.0f} s", flush=True)
+        print(f"consumers {self.args.consumer_outage_signal}ed, back in {self.args.consumer_outage_s:.0f} s",
+              flush=True)
         time.sleep(max(0.0, at + self.args.consumer_outage_s - time.time()))
         self.marks["consumers_back"] = time.time()
         self.start_consumers()
@@ -354,6 +377,7 @@ class Fleet:
             "vehicles": self.vehicles(), "vehicle_errors": sum(s["errors"] for s in status),
             "messages_sent": len(truth), "unsent_at_end": len(everything) - len(truth),
             "messages_stored": len(stored), "events_stored": events,
+            "mean_payload_bytes": round(store.rows("SELECT AVG(LENGTH(payload)) FROM messages")[0][0] or 0),
             "lost": len(lost), "lost_sample": sorted(lost)[:10], "not_from_any_lot": len(stored - everything),
             "duplicates_after_dedupe": (rows - distinct) + (events - distinct_events),
             "gap_detection_matches_lost": gap_seqs == {(lot, seq) for lot, seq, _ in lost},
@@ -437,9 +461,13 @@ def main() -> int:
     parser.add_argument("--broker-option", action="append", default=[],
                         help="replace a documented broker line, e.g. 'max_queued_messages 1000' (comparisons)")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto (no "
+                        "--restart-at then; lot ids lot-0000... and client ids gatekeeper-lot-... must be free there)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, logs)")
     args = parser.parse_args()
+    if args.broker and (args.restart_at or args.broker_option):
+        parser.error("--restart-at and --broker-option need the benchmark's own mosquitto (no --broker)")
     work = Path(tempfile.mkdtemp(prefix="fleet-"))
     fleet = Fleet(args, work)
     try:
@@ -449,7 +477,8 @@ def main() -> int:
     tracebacks = sum(p.read_text(errors="replace").count("Traceback") for p in work.glob("*.log"))
     report["tracebacks_in_logs"] = tracebacks
     print(json.dumps(report, indent=2))
-    print(f"\n{report['lots']} lots ({report['mode']}, {report['consumers']} consumers), {report['vehicles']} vehicles, "
+    print(f"\n{report['lots']} lots ({report['mode']}, {report['consumers']} consumers), "
+          f"{report['vehicles']} vehicles, "
           f"{report['messages_sent']} messages: lost {report['lost']}, duplicates after dedupe "
           f"{report['duplicates_after_dedupe']} ({report['duplicate_deliveries_deduped']} duplicate deliveries "
           f"deduped), gap detection = lost: {report['gap_detection_matches_lost']}; "

@@ -190,46 +190,48 @@ class ConsumerStore:
 
     def save_batch(self, batch: Sequence[Received]) -> BatchResult:
         """Store a batch in ONE transaction; after it returns the batch may be acknowledged."""
-        stored = duplicates = retained = bad = matched = status = 0
-        touched: dict[str, int] = {}
-        now = self.clock()
+        outcomes: dict[str, int] = {"stored": 0, "duplicates": 0, "retained_copies": 0, "malformed": 0,
+                                    "status": 0, "replies_matched": 0}
+        lowest: dict[str, int] = {}  # lot -> lowest new seq in this batch
         with self._transaction() as conn:
             for item in batch:
+                outcome = self._save_one(conn, item)
+                outcomes[outcome] += 1
                 msg = item.message
-                if msg is None:
-                    conn.execute("INSERT INTO malformed(topic, payload, error, received_at, consumer) VALUES (?,?,?,?,?)",
-                                 (item.topic, item.payload, item.error or "unreadable", item.received_at,
-                                  self.consumer))
-                    bad += 1
-                    continue
-                if msg.kind == "status":
-                    conn.execute("INSERT INTO lots(lot, contiguous, highest, status, status_at) VALUES (?,0,0,?,?) "
-                                 "ON CONFLICT(lot) DO UPDATE SET status=excluded.status, status_at=excluded.status_at",
-                                 (msg.lot, msg.payload, item.received_at))
-                    status += 1
-                    continue
-                if item.retained:
-                    # A retained copy sent because we subscribed: the live message was (or will be)
-                    # delivered on its own, or was published before this consumer existed.
-                    retained += 1
-                    continue
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO messages(lot, seq, msg_id, kind, topic, payload, received_at, consumer) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    (msg.lot, msg.seq, msg.msg_id, msg.kind, msg.topic, msg.payload, item.received_at, self.consumer))
-                if cur.rowcount == 0:
-                    duplicates += 1
-                    continue
-                stored += 1
-                if msg.seq is not None:
-                    touched[msg.lot] = min(touched.get(msg.lot, msg.seq), msg.seq)
-                if msg.kind == "reply":
-                    matched += self._match_reply(conn, msg, item.received_at)
-            for lot, lowest in touched.items():
-                self._advance(conn, lot, lowest, now)
-            self._count(conn, stored=stored, duplicates=duplicates, retained_copies=retained, malformed=bad,
-                        status=status, deliveries=len(batch), batches=1)
-        return BatchResult(stored, duplicates, retained, bad, matched)
+                if outcome == "stored" and msg is not None:
+                    if msg.seq is not None:
+                        lowest[msg.lot] = min(lowest.get(msg.lot, msg.seq), msg.seq)
+                    if msg.kind == "reply":
+                        outcomes["replies_matched"] += self._match_reply(conn, msg, item.received_at)
+            now = self.clock()
+            for lot, seq in lowest.items():
+                self._advance(conn, lot, seq, now)
+            counts = {k: v for k, v in outcomes.items() if k != "replies_matched"}
+            self._count(conn, deliveries=len(batch), batches=1, **counts)
+        return BatchResult(outcomes["stored"], outcomes["duplicates"], outcomes["retained_copies"],
+                           outcomes["malformed"], outcomes["replies_matched"])
+
+    def _save_one(self, conn: sqlite3.Connection, item: Received) -> str:
+        """Store one delivery; which counter it goes to."""
+        msg = item.message
+        if msg is None:
+            conn.execute("INSERT INTO malformed(topic, payload, error, received_at, consumer) VALUES (?,?,?,?,?)",
+                         (item.topic, item.payload, item.error or "unreadable", item.received_at, self.consumer))
+            return "malformed"
+        if msg.kind == "status":
+            conn.execute("INSERT INTO lots(lot, contiguous, highest, status, status_at) VALUES (?,0,0,?,?) "
+                         "ON CONFLICT(lot) DO UPDATE SET status=excluded.status, status_at=excluded.status_at",
+                         (msg.lot, msg.payload, item.received_at))
+            return "status"
+        if item.retained:
+            # A retained copy sent because we subscribed: the live message was (or will be) delivered
+            # on its own, or was published before this consumer existed.
+            return "retained_copies"
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO messages(lot, seq, msg_id, kind, topic, payload, received_at, consumer) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (msg.lot, msg.seq, msg.msg_id, msg.kind, msg.topic, msg.payload, item.received_at, self.consumer))
+        return "stored" if cur.rowcount else "duplicates"
 
     def _match_reply(self, conn: sqlite3.Connection, msg: Message, received_at: float) -> int:
         body = msg.body or {}
