@@ -26,7 +26,7 @@ from examples.cloud_consumer.topics import Malformed, parse, topic_filters
 from gatekeeper.config import load_settings
 from gatekeeper.store import Store
 from tests.broker import LOT, SECRET, Mosquitto, Subscriber
-from tests.fleet import SimLot, lot_secret, published_messages
+from tests.fleet import SimLot, published_messages
 from tests.test_sync_outage import _start_sync, _write_config
 
 REPO = Path(__file__).resolve().parents[1]

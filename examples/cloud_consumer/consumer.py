@@ -135,8 +135,9 @@ class Consumer:
     def close(self, timeout: float = 10.0) -> None:
         """Store and acknowledge what has arrived, then disconnect (the session stays on the broker)."""
         self._closing.set()  # a store that keeps failing is not retried any more: nothing more is acked
-        self._queue.put(_STOP)
-        self._writer.join(timeout)
+        if self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
 
