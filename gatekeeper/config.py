@@ -215,6 +215,11 @@ class MqttConfig(Section):
     session_expiry_s: int = Field(7 * 86_400, ge=0, description="broker keeps our session (queued commands) this long")
     max_inflight: int = Field(100, ge=1, le=65_000, description="outbox messages awaiting PUBACK at once")
     outbox_keep_sent_days: float = Field(1.0, ge=0, description="acknowledged outbox rows are pruned after this")
+    command_ids_keep_days: float = Field(
+        8.0, ge=1, le=3650,
+        description="processed command ids (and their stored replies) are forgotten after this; at least a day, "
+        "longer than max_clock_skew_s, so a replay is refused as stale before its id could be forgotten",
+    )
 
     @property
     def url(self) -> str:

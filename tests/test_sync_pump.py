@@ -134,3 +134,20 @@ def test_a_refused_status_or_reply_is_logged_with_its_topic(store: Store) -> Non
     pump.on_acked(9, "Not authorized (PUBACK 0x87)")
     assert errors == ["broker refused gk/lot-p/status: Not authorized (PUBACK 0x87)"]
     assert pump.refused_row is None  # nothing of the outbox is held back for it
+
+
+def test_housekeeping_forgets_command_ids_only_past_their_keep_time(store: Store) -> None:
+    """Processed command ids would grow for ever; they go after mqtt.command_ids_keep_days
+    (longer than any command could still be accepted), the recent ones stay replay-proof."""
+    from datetime import timedelta
+
+    from gatekeeper.config import MqttConfig
+    from gatekeeper.sync.outbox import OutboxWatch
+
+    old, recent = NOW - timedelta(days=9), NOW - timedelta(days=7)
+    assert store.remember_inbound("cmd-old", "cmd/payment", now=old)
+    assert store.remember_inbound("cmd-recent", "cmd/payment", now=recent)
+    watch = OutboxWatch(store, MqttConfig(), clock=lambda: NOW, wake=lambda: None)
+    watch.housekeeping()
+    assert store.remember_inbound("cmd-recent", "cmd/payment") is False   # still known: a replay
+    assert store.remember_inbound("cmd-old", "cmd/payment") is True       # forgotten after 8 days

@@ -213,6 +213,10 @@ class OutboxWatch:
             pruned = self.store.prune_outbox(sent_before=self.clock() - keep)
             if pruned:
                 log.info("pruned %d acknowledged outbox rows older than %s", pruned, keep)
+            forget = timedelta(days=self.cfg.command_ids_keep_days)
+            forgotten = self.store.prune_inbound(before=self.clock() - forget)
+            if forgotten:
+                log.info("forgot %d processed command ids older than %s", forgotten, forget)
 
     def check_bound(self) -> bool:
         """Raise one alarm event when the backlog crosses mqtt.outbox_max_rows/_max_age_days.
