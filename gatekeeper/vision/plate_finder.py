@@ -166,40 +166,36 @@ def find_text_rows(
 #: (a second offset, 12, cost twice the time for 3 more covered views of 648: not kept).
 SECOND_LOOK_BLOCKS = (9, 21)
 SECOND_LOOK_OFFSETS = (7,)
-#: ... on the frame and on a copy this much larger: small plates' characters get blobs.
-SECOND_LOOK_UPSCALE = 1.5
+#: ... on the frame at these scales: a larger copy gives small plates' characters blobs.
+SECOND_LOOK_SCALES = (1.0, 1.5)
 
 
 def find_more_rows(
-    grey: np.ndarray, known: "list[TextRow]", *, max_rows: int = 4, upscale: float | None = None,
+    grey: np.ndarray, known: "list[TextRow]", *, max_rows: int = 4, scales: tuple[float, ...] | None = None,
 ) -> list[TextRow]:
     """Rows a second, differently binarised look at ``grey`` finds where ``known`` rows are not.
 
     The image is first equalised locally (CLAHE): a dim, glared or blurred plate then has
-    stroke contrast the adaptive threshold can separate. It is searched as it is and
-    ``upscale`` (default :data:`SECOND_LOOK_UPSCALE`) times larger, rows returned in
-    ``grey``'s pixels. Rows overlapping a known row (IoU >= 0.3) are dropped: those crops
-    were read already.
+    stroke contrast the adaptive threshold can separate. It is searched at each of
+    ``scales`` (default :data:`SECOND_LOOK_SCALES`), rows returned in ``grey``'s pixels.
+    Rows overlapping a known row (IoU >= 0.3) are dropped: those crops were read already.
     """
-    upscale = SECOND_LOOK_UPSCALE if upscale is None else upscale
     equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
-    found = find_text_rows(equalised, max_rows=max_rows + len(known),
-                           blocks=SECOND_LOOK_BLOCKS, offsets=SECOND_LOOK_OFFSETS)
-    if upscale > 1.0:
-        h_img = grey.shape[0]
-        big = cv2.resize(equalised, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
-        more = find_text_rows(big, max_rows=max_rows + len(known), blocks=SECOND_LOOK_BLOCKS,
-                              offsets=SECOND_LOOK_OFFSETS, min_h=int(max(7, h_img // 120) * upscale * 0.8),
-                              max_h=int(upscale * h_img // 3))
-        f = 1.0 / upscale
-        more = [TextRow(tuple(v * f for v in r.box), r.angle, r.char_height * f, r.count, r.score)  # type: ignore[arg-type]
-                for r in more]
-        merged: list[TextRow] = []
-        for r in sorted(found + more, key=lambda r: -r.score):
-            if all(box_iou(r.box, k.box) < 0.5 for k in merged):
-                merged.append(r)
-        found = merged
-    return [r for r in found if all(box_iou(r.box, k.box) < 0.3 for k in known)][:max_rows]
+    h_img = grey.shape[0]
+    min_h = max(7, h_img // 120)
+    found: list[TextRow] = []
+    for f in SECOND_LOOK_SCALES if scales is None else scales:
+        image = equalised if f == 1.0 else cv2.resize(equalised, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        rows = find_text_rows(image, max_rows=max_rows + len(known), blocks=SECOND_LOOK_BLOCKS,
+                              offsets=SECOND_LOOK_OFFSETS, min_h=int(min_h * (0.8 * f if f > 1 else 1.0)),
+                              max_h=int(f * max(min_h + 1, h_img // 3)))
+        found += [TextRow((r.box[0] / f, r.box[1] / f, r.box[2] / f, r.box[3] / f), r.angle, r.char_height / f,
+                          r.count, r.score) for r in rows]
+    kept: list[TextRow] = []
+    for r in sorted(found, key=lambda r: -r.score):
+        if all(box_iou(r.box, k.box) < 0.5 for k in kept) and all(box_iou(r.box, k.box) < 0.3 for k in known):
+            kept.append(r)
+    return kept[:max_rows]
 
 
 def row_crop(

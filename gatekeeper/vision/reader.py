@@ -222,7 +222,6 @@ class PlateReader:
         plate_bonus: float = PLATE_BONUS,
         second_look_below: float = SECOND_LOOK_BELOW,
         second_look_rows: int = 4,
-        second_look_upscale: float | None = None,
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -237,7 +236,6 @@ class PlateReader:
         self._plate_bonus = plate_bonus
         self._second_look_below = second_look_below
         self._second_look_rows = second_look_rows
-        self._second_look_upscale = second_look_upscale
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
@@ -366,8 +364,7 @@ class PlateReader:
             if candidates[0].score(1) < SURE_FIRST_ROW:
                 self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays, glimpses)
         if self._second_look_rows > 0 and max((c.score(1) for c in candidates), default=-math.inf) < self._second_look_below:
-            more = find_more_rows(work, [c.row for c in candidates], max_rows=self._second_look_rows,
-                                  upscale=self._second_look_upscale)
+            more = find_more_rows(work, [c.row for c in candidates], max_rows=self._second_look_rows)
             extra = [_Candidate(row, i) for i, row in enumerate(more)]
             self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in extra], overlays, glimpses)
             candidates = candidates + extra
