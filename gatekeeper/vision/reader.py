@@ -33,6 +33,7 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     box_iou,
     row_crop,
     stretch_contrast,
+    find_more_rows,
     find_text_rows,
     rows_in_plate_box,
 )
@@ -141,6 +142,11 @@ SETTLED_CONFIDENCE = 0.8
 #: benchmark with the same exact reads (docs/anpr.md). Fallback readings never reach it (0.7x).
 SURE_FIRST_ROW = 0.9
 
+#: When no row read in the first look scores this well, the frame gets a second look
+#: (:func:`gatekeeper.vision.plate_finder.find_more_rows`): other binarisations find rows of
+#: blurred, dim or small plates that the first look's blobs merged or lost (docs/anpr.md).
+SECOND_LOOK_BELOW = 0.6
+
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
 _OVERLAY = re.compile(
     r"\d{2,4}[-/.:]\d{1,2}[-/.:]\d{1,4}"            # 2024-05-02, 02.05.24, 12:30:05
@@ -214,6 +220,8 @@ class PlateReader:
         detector: "PlateFinder | None" = None,
         detector_rows: int = 2,
         plate_bonus: float = PLATE_BONUS,
+        second_look_below: float = SECOND_LOOK_BELOW,
+        second_look_rows: int = 4,
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -226,6 +234,8 @@ class PlateReader:
         self._detector = detector
         self._detector_rows = detector_rows
         self._plate_bonus = plate_bonus
+        self._second_look_below = second_look_below
+        self._second_look_rows = second_look_rows
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
@@ -347,15 +357,20 @@ class PlateReader:
         candidates = self._candidates(grey, work, scale)
         t1 = time.perf_counter()
         glimpses: list[tuple[_Candidate, Glimpse]] = []
+        overlays: list[TextRow] = []
         if candidates:
-            overlays: list[TextRow] = []
             # The most plate-like row first: when it reads this sure, the others are not read.
             self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays, glimpses)
             if candidates[0].score(1) < SURE_FIRST_ROW:
                 self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays, glimpses)
-            # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
-            # the pieces on a line with a recognised date or time are part of it.
-            candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]
+        if self._second_look_rows > 0 and max((c.score(1) for c in candidates), default=-math.inf) < self._second_look_below:
+            more = find_more_rows(work, [c.row for c in candidates], max_rows=self._second_look_rows)
+            extra = [_Candidate(row, i) for i, row in enumerate(more)]
+            self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in extra], overlays, glimpses)
+            candidates = candidates + extra
+        # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
+        # the pieces on a line with a recognised date or time are part of it.
+        candidates = [c for c in candidates if not any(same_line(c.row, o) for o in overlays)]
         t2 = time.perf_counter()
         leaders = sorted(candidates, key=lambda c: -c.score(1))[: self._refine]
         leaders = [c for c in leaders if c.leader is not None]
