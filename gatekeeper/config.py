@@ -138,6 +138,10 @@ class AnprConfig(Section):
     plate_detector: bool = Field(
         False, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
     )
+    second_look: bool = Field(
+        True, description="a second row search (contrast evened, smaller windows, 1.5x) when the first reads "
+        "nothing 0.6 sure: finds blurred and small plates, costs 100-200 ms CPU on those frames",
+    )
     match_min_score: float = Field(
         MatchThresholds.min_score_norm, ge=-10, le=0,
         description="closed-vocabulary matching: per-character log-probability the best candidate needs",

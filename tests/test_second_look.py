@@ -80,3 +80,15 @@ def test_a_clear_plate_gets_no_second_look(readers) -> None:  # type: ignore[no-
 def test_no_second_look_rows_where_nothing_is_written() -> None:
     flat = np.full((240, 320), 128, np.uint8)
     assert find_more_rows(flat, []) == []
+
+
+def test_the_second_look_follows_the_config_switch() -> None:
+    """`anpr.second_look = false` (a slow Pi that would rather refuse soft photos) reads as before it."""
+    from gatekeeper.config import AnprConfig
+
+    image = _soft_small("RK 346 AL")
+    with PlateReader.from_config(AnprConfig(region="eu", threads=1, second_look=False)) as off:
+        assert off.read(image) is None
+    with PlateReader.from_config(AnprConfig(region="eu", threads=1)) as on:
+        read = on.read(image)
+        assert read is not None and read.normalised == "RK346AL"

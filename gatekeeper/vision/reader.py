@@ -256,6 +256,7 @@ class PlateReader:
             tuning_file=anpr.tuning_file,
             runtime=anpr.runtime,
             detector=_shipped_detector() if anpr.plate_detector else None,
+            second_look_rows=4 if anpr.second_look else 0,
         )
 
     def _grammar(self, region: str) -> PlateGrammar:
