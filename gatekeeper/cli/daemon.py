@@ -78,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from gatekeeper.service.daemon import Daemon
     from gatekeeper.service.lock import AlreadyRunning, DataDirLock
+    from gatekeeper.service.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any lane thread allocates (service/memory.py says why)
 
     try:  # before anything else: a second daemon must not touch the relays, cameras or broker
         lock = DataDirLock.acquire(settings.storage.data_dir)
