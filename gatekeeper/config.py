@@ -136,7 +136,7 @@ class AnprConfig(Section):
     max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")
     threads: int = Field(2, ge=1, le=16)
     plate_detector: bool = Field(
-        False, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
+        True, description="ONNX plate detector: extra rows where OpenCV has none, rows on a plate preferred"
     )
     second_look: bool = Field(
         True, description="a second row search (contrast evened, smaller windows, 1.5x) when the first reads "

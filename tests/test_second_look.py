@@ -87,8 +87,8 @@ def test_the_second_look_follows_the_config_switch() -> None:
     from gatekeeper.config import AnprConfig
 
     image = _soft_small("RK 346 AL")
-    with PlateReader.from_config(AnprConfig(region="eu", threads=1, second_look=False)) as off:
+    with PlateReader.from_config(AnprConfig(region="eu", threads=1, second_look=False, plate_detector=False)) as off:
         assert off.read(image) is None
-    with PlateReader.from_config(AnprConfig(region="eu", threads=1)) as on:
+    with PlateReader.from_config(AnprConfig(region="eu", threads=1, plate_detector=False)) as on:
         read = on.read(image)
         assert read is not None and read.normalised == "RK346AL"

@@ -112,8 +112,11 @@ def test_a_lot_cannot_publish_another_lots_events_nor_read_its_commands(fleet: F
         # Each lot's own traffic works, over TLS, as its own user.
         event(store_a, lot_a, "A's own event")
         event(store_b, lot_b, "B's own event")
-        cloud.get(where=lambda m: m.topic == f"gatekeeper/{LOT_A}/events/alarm" and b"A's own" in m.payload)
-        cloud.get(where=lambda m: m.topic == f"gatekeeper/{LOT_B}/events/alarm" and b"B's own" in m.payload)
+        # Either may arrive first (get() drops what does not match): wait for both, in any order.
+        wanted = {(f"gatekeeper/{LOT_A}/events/alarm", b"A's own"), (f"gatekeeper/{LOT_B}/events/alarm", b"B's own")}
+        while wanted:
+            got = cloud.get(where=lambda m: any(m.topic == t and text in m.payload for t, text in wanted))
+            wanted = {(t, text) for t, text in wanted if not (got.topic == t and text in got.payload)}
 
         # Someone holding lot A's credentials tries B's topics.
         with Subscriber(fleet.broker, f"gatekeeper/{LOT_B}/cmd/+", login=fleet.login(LOT_A)) as thief:
