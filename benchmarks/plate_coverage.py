@@ -43,30 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from calibrate_matching import Recording  # noqa: E402  (keeps every matrix the reader computed)
 from lane_outcome import encode_jpeg, load_region, perturb, seeded_rng  # noqa: E402
 
 from gatekeeper.vision.scoring import ctc_log_probs, fold, per_char  # noqa: E402
 
 COVERED, CLEAR = -3.0, -1.5
 KINDS = ("motion", "gauss", "scale<0.8", "crop", "light")
-
-
-class Recording:
-    """A Recognizer that keeps every matrix it returns (the reader's crops of one photo)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.alphabet = inner.alphabet
-        self.input_height = inner.input_height
-        self.seen: list[np.ndarray] = []
-
-    def probabilities(self, crops):
-        out = self.inner.probabilities(crops)
-        self.seen += out
-        return out
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def op_kinds(ops: list[str]) -> list[str]:
