@@ -277,3 +277,19 @@ def test_rank_photos_leaves_out_a_photo_that_shows_no_candidate() -> None:
     with_junk = rank_photos([[junk], [clear]], ["AB812CD", "ABB12CD"])
     alone = rank_photos([[clear]], ["AB812CD", "ABB12CD"])
     assert with_junk == alone
+
+
+def test_a_twin_read_in_the_evidence_refuses_when_inside_and_is_weighed_when_outside() -> None:
+    """The evidence's grammar reading ``ABB12CD`` is the best's look-alike twin. With an outside
+    prior it refuses outright only when that twin is inside too, on one photo and on several."""
+    from gatekeeper.vision.scoring import rank, rank_photos
+
+    m = _spelled("AB812CD")
+    read_twin = [["ABB12CD"]]  # the grammar reads the twin on this matrix
+    crowd = ["AB812CD", "XY123ZW"]
+    assert rank([m], crowd, free=read_twin).twin == "ABB12CD"                      # prior 0: refuses
+    assert rank([m], crowd, free=read_twin, shadow_prior=-8).twin == ""             # twin outside: weighed
+    assert rank([m], [*crowd, "ABB12CD"], free=read_twin, shadow_prior=-8).twin == "ABB12CD"  # inside
+    photos, free = [[m], [m]], [read_twin, read_twin]
+    assert rank_photos(photos, crowd, free=free, shadow_prior=-8).twin == ""
+    assert rank_photos(photos, [*crowd, "ABB12CD"], free=free, shadow_prior=-8).twin == "ABB12CD"

@@ -15,7 +15,6 @@ rules (``rules.decide_exit``/``decide_entry``) choose with the calibrated thresh
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Sequence
@@ -23,7 +22,7 @@ from typing import Literal, Sequence
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import Decision, PlateScores, Policy, decide_entry, decide_exit
-from gatekeeper.vision.scoring import normalise, rank_photos, single_swaps
+from gatekeeper.vision.scoring import rank_photos, single_swaps
 
 #: The reason code (and event kind) of a vehicle with no usable read.
 NO_READ = "no_read"
@@ -171,9 +170,8 @@ def score(
     valid plates (any twin, for a plate that is not: the grammar cannot tell those apart),
     as a car that is not inside could carry them, weighted by ``outside_prior`` (the log prior
     of such a car against one inside; docs/anpr.md, calibration). The evidence reading the
-    best's look-alike twin refuses outright only when that twin is itself a candidate (two cars
-    one look-alike apart inside); a twin that is not is one of those outside plates, weighed by
-    the prior like the other shadows (with a prior below 0).
+    best's look-alike twin refuses outright only when that twin is a candidate too, with a prior
+    below 0 (:func:`gatekeeper.vision.scoring.twin_refuses`).
     """
     if not photos or not plates:
         return None
@@ -187,7 +185,7 @@ def score(
         def shadows(plate: str) -> list[str]:
             return [t for t in single_swaps(plate) if whole(t) or not whole(plate)]
 
-    ranked = rank_photos(
+    return rank_photos(
         [[g.matrix for g in photo] for photo in photos],
         plates,
         free=[[list(g.readings) for g in photo] for photo in photos],
@@ -195,6 +193,3 @@ def score(
         shadows=shadows,
         shadow_prior=outside_prior,
     )
-    if ranked is not None and ranked.twin and outside_prior < 0 and ranked.twin not in {normalise(p) for p in plates}:
-        ranked = replace(ranked, twin="")
-    return ranked

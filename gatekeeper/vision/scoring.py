@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -191,6 +191,11 @@ class Ranking:
 _LOOKALIKE_GROUP = {ch: i for i, group in enumerate(LOOKALIKES) for ch in group}
 
 
+def twin_refuses(twin: str, inside: Collection[str], shadow_prior: float) -> bool:
+    """A twin read in the evidence refuses outright: it is inside too, or outside plates count as likely."""
+    return shadow_prior >= 0 or twin in inside
+
+
 def lookalike_twins(a: str, b: str) -> bool:
     """Same length, and every differing character is a look-alike of the other (0/O, 8/B, 2/Z ...)."""
     return len(a) == len(b) and all(
@@ -208,13 +213,19 @@ def rank(
     prior: Callable[[str], float] | None = None,
     shadows: Callable[[str], Iterable[str]] | None = None,
     shadow_prior: float = 0.0,
+    inside: Collection[str] | None = None,
 ) -> Ranking | None:
     """Rank ``candidates`` (normalised plates) against folded matrices of one vehicle.
 
     ``shadows(best)`` names plates that are not candidates but could be the vehicle instead of
     ``best`` (its look-alike twins that are valid plates: a car not inside whose plate differs
     from one inside by 0/O or 8/B); the best must beat them by the margin as it must beat the
-    runner-up.
+    runner-up, after ``shadow_prior`` (the log prior of such a car against one inside).
+
+    A grammar reading of the evidence that is ``best`` with look-alikes swapped (``twin``)
+    refuses outright when that twin is ``inside`` (default: the candidates): two cars one
+    look-alike apart. A twin that is not inside refuses only with ``shadow_prior`` 0; below 0 it
+    is one of the outside plates the shadows weigh (:func:`twin_refuses`).
 
     ``free`` optionally gives, per matrix, readings of that matrix to compare with (e.g. the
     grammar's); the best-path reading is always among them. ``prior`` adds a log prior per
@@ -236,7 +247,8 @@ def rank(
     # The free reading: the grammar's (layout and look-alikes by position), else the raw best path.
     readings = set(grammar_readings) if grammar_readings and GRAMMAR_FREE else {best_path(evidence[k])} | grammar_readings
     readings.discard("")
-    twins = sorted(r for r in grammar_readings if r != plates[b] and lookalike_twins(r, plates[b]))
+    twins = sorted(r for r in grammar_readings if r != plates[b] and lookalike_twins(r, plates[b])
+                   and twin_refuses(r, plates if inside is None else inside, shadow_prior))
     others = sorted(readings - {plates[b]})
     if others:
         free_scores = ctc_log_probs(evidence[k], others, lookalike_weight=lookalike_weight)
@@ -350,7 +362,7 @@ def rank_photos(
     shadowed: list[tuple[float, str]] = []
     for i, _ in kept:
         one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
-                   prior=prior, shadows=shadows, shadow_prior=shadow_prior)
+                   prior=prior, shadows=shadows, shadow_prior=shadow_prior, inside=plates)
         if one is not None:
             gaps.append((one.free_gap, one.free, one.free_score))
             if one.twin:
