@@ -31,6 +31,7 @@ import random
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,8 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 ENTERED = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 
 
-def lots(views: list[dict], kinds: set[str]) -> list[tuple[dict, list, str, dict[str, list[str] | None]]]:
-    """Per exit view: (view, photos, whole read, lot plates per scenario)."""
+def lots(views: list[dict], kinds: set[str]) -> list[tuple[dict, list, str, Any, dict[str, list[str] | None]]]:
+    """Per exit view: (view, photos, whole read, the region's whole-plate check, lot plates per scenario)."""
     by_region: dict[str, list[str]] = {}
     for v in views:
         by_region.setdefault(v["region"], [])
@@ -69,7 +70,7 @@ def lots(views: list[dict], kinds: set[str]) -> list[tuple[dict, list, str, dict
         photos = [tuple(Glimpse(m.astype(np.float64), tuple(f)) for m, f in zip(v["matrices"], v["free"]))]
         is_whole = whole[v["region"]]
         read = v["read"] if v["read"] and is_whole(v["read"]) else ""
-        out.append((v, photos, read, {
+        out.append((v, photos, read, is_whole, {
             "inside": [v["truth"], *crowd],
             "outside": crowd,
             "twin_in": [v["truth"], twin, *crowd] if twin else None,
@@ -83,8 +84,7 @@ def tally(cases, thresholds: MatchThresholds, show: bool = False) -> dict[str, l
     policy = Policy(thresholds=thresholds)
     tariff = Tariff(free_minutes=0)
     res = {s: [0, 0, 0] for s in SCENARIOS}
-    for v, photos, read, sets in cases:
-        is_whole = whole_plate_check(v["region"])
+    for v, photos, read, is_whole, sets in cases:
         for scenario, plates in sets.items():
             if plates is None:
                 continue

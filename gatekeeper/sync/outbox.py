@@ -190,7 +190,8 @@ class OutboxPump:
 
 
 class OutboxWatch:
-    """Housekeeping: an alarm when the backlog outgrows its bounds, pruning of long-sent rows."""
+    """Housekeeping: an alarm when the backlog outgrows its bounds, pruning of long-sent rows and of
+    processed command ids past ``mqtt.command_ids_keep_days``."""
 
     def __init__(self, store: Store, cfg: MqttConfig, *, clock: Callable[[], datetime], wake: Callable[[], None]) -> None:
         self.store = store
