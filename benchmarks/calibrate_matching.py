@@ -1,7 +1,7 @@
 """Calibrate closed-vocabulary exit matching (gatekeeper/vision/scoring.py) on the bench: T, M, G.
 
     PYTHONPATH=. python benchmarks/calibrate_matching.py --data ../shared/bench/plates [--out DIR]
-        [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1]
+        [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1] [--model-dir DIR]
 
 Validation/calibration only, nothing is trained. For every bench photo the real reader runs on
 the photo itself (an entry camera) and on ``--copies`` seeded perturbed copies (blur, light,
@@ -101,7 +101,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"evidence from {args.cache}")
             return cached["views"]
     PlateReader, EasyOcrRecognizer, PlateGrammar, reduce_probabilities = _reader_parts()
-    recording = Recording(EasyOcrRecognizer(threads=args.threads))
+    recording = Recording(EasyOcrRecognizer(threads=args.threads, model_dir=args.model_dir))
     reader = PlateReader(region="eu", recognizer=recording)
     views: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -138,7 +138,8 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cache_key(args: argparse.Namespace) -> str:
-    return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}"
+    model = f"|{Path(args.model_dir).resolve()}" if getattr(args, "model_dir", None) else ""
+    return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}"
 
 
 # --------------------------------------------------------------------------- candidate sets
@@ -354,6 +355,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="keep the evidence here (pickle) to re-score")
     parser.add_argument("--out", type=Path, default=Path("calibration"))
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="recogniser folder (anpr.model_dir), e.g. a new fine-tune's export")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     views = collect(args)

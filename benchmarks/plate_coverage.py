@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/plate_coverage.py --data ../shared/bench/plates
         [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--threads 1]
-        [--detector off|on] [--opt NAME=VALUE ...] [--set MODULE.NAME=VALUE ...] [--json OUT] [--compare OLD.json]
+        [--detector off|on] [--model-dir DIR] [--opt NAME=VALUE ...] [--set MODULE.NAME=VALUE ...] [--json OUT] [--compare OLD.json]
 
 Validation only, nothing is trained. Closed-vocabulary matching (gatekeeper/vision/scoring.py)
 can only find a session whose plate is in one of the reader's crops, so this measures that
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-only", action="store_true", help="skip entry photos")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--compare", type=Path)
+    parser.add_argument("--model-dir", type=Path, help="recogniser folder (anpr.model_dir), e.g. a new fine-tune's export")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in parse_opts(args.set).items():
         module, _, const = name.rpartition(".")
         setattr(importlib.import_module(module), const, value)
-    recording = Recording(OnnxRecognizer(threads=args.threads))
+    recording = Recording(OnnxRecognizer(threads=args.threads, model_dir=args.model_dir))
     extra = parse_opts(args.opt)
     if args.detector == "on":
         from gatekeeper.vision.plate_detector import PlateDetector

@@ -79,9 +79,18 @@ class Sample:
 
 
 class PlateSynth:
-    def __init__(self, fonts: list[Path], seed: int = 0) -> None:
+    """Plate text lines as the reader crops them.
+
+    ``second_camera`` is the share of lines that also pass through what an exit camera adds
+    to a photo the entry camera took well: motion blur at an angle, defocus, an exposure
+    curve, a second JPEG (see :meth:`_second_camera`). 0 (the default) draws exactly the lines
+    the shipped ``plate_g2`` was trained on.
+    """
+
+    def __init__(self, fonts: list[Path], seed: int = 0, *, second_camera: float = 0.0) -> None:
         self.fonts = fonts
         self.rng = random.Random(seed)
+        self.second_camera = second_camera
         self._cache: dict[tuple[Path, int], ImageFont.FreeTypeFont] = {}
 
     def _font(self, path: Path, size: int) -> ImageFont.FreeTypeFont:
@@ -142,6 +151,37 @@ class PlateSynth:
                     cv2.line(piece, (int(width * 0.2), y + cap // 2), (int(width * 0.8), y + cap // 2),
                              rng.uniform(0.3, 0.8), max(1, cap // 12))
         return piece
+
+    def _second_camera(self, small: np.ndarray, cap: float) -> np.ndarray:
+        """What a second camera adds: one or more of motion blur, defocus, an exposure curve.
+
+        Sizes are in photo pixels, where characters are ``cap`` px high: an exit camera's
+        motion blur of 3-13 px (a 1920-wide frame) at up to 30 degrees off horizontal, capped at
+        half a character's height (beyond that nobody reads it); defocus sigma 0.5-2.2 (at most
+        cap/12) px; gamma 0.55-1.8, gain 0.6-1.35 and an offset of +-25 grey levels, then JPEG again.
+        """
+        rng = self.rng
+        ops = [op for op in ("motion", "defocus", "light") if rng.random() < 0.5] or [
+            rng.choice(("motion", "defocus", "light"))]
+        img = small.astype(np.float32)
+        for op in ops:
+            if op == "motion":
+                length = int(round(min(rng.uniform(3, 13), max(2.0, cap / 2))))
+                if length >= 2:
+                    kernel = np.zeros((length, length), np.float32)
+                    kernel[length // 2, :] = 1.0 / length
+                    rot = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(-30, 30), 1.0)
+                    kernel = cv2.warpAffine(kernel, rot, (length, length))
+                    img = cv2.filter2D(img, -1, kernel / max(float(kernel.sum()), 1e-6),
+                                       borderType=cv2.BORDER_REPLICATE)
+            elif op == "defocus":
+                img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, min(2.2, max(0.6, cap / 12))))
+            else:
+                gamma, gain, bias = rng.uniform(0.55, 1.8), rng.uniform(0.6, 1.35), rng.uniform(-25, 25)
+                img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma * gain + bias
+        out = np.clip(img, 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else out
 
     def sample(self) -> Sample:
         rng = self.rng
@@ -233,6 +273,8 @@ class PlateSynth:
         if rng.random() < 0.7:
             ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(25, 90)])
             small = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+        if self.second_camera and rng.random() < self.second_camera:
+            small = self._second_camera(small, target_cap)
         # Plain plate tone beyond the real context, as the reader pads.
         pad = int(rng.uniform(0.3, 0.9) * target_cap)
         tone = int(np.median(small))

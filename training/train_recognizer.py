@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this tuning (e.g. the shipped plate_g2.pt) instead of stock english_g2")
+    ap.add_argument("--second-camera", type=float, default=0.0,
+                    help="share of training lines that also get an exit camera's blur and exposure (plate_synth)")
     args = ap.parse_args(argv)
 
     import torch
@@ -79,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     rng.shuffle(fonts)
     print(f"{len(fonts)} fonts", flush=True)
-    synth = PlateSynth(fonts, seed=args.seed)
-    val_synth = PlateSynth(fonts, seed=10_000 + args.seed)
+    synth = PlateSynth(fonts, seed=args.seed, second_camera=args.second_camera)
+    val_synth = PlateSynth(fonts, seed=10_000 + args.seed, second_camera=args.second_camera)
     val = [val_synth.sample() for _ in range(256)]
 
-    model, alphabet = build_easyocr_network(locate_weights(None), torch)
+    model, alphabet = build_easyocr_network(locate_weights(None), torch, tuning=args.init)
+    if args.init is not None:
+        print(f"started from {args.init}", flush=True)
     names = set(trained_names(model))
     params = []
     for name, p in model.named_parameters():
