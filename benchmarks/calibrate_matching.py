@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lane_outcome import encode_jpeg, load_region, perturb, seeded_rng  # noqa: E402
 
 from gatekeeper.vision.scoring import Thresholds, fold, rank  # noqa: E402
+from tests.recording import Recording  # noqa: E402  (keeps every matrix the reader computed)
 
 LOOKALIKE_GROUPS = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -69,24 +70,6 @@ def plate_distance(a: str, b: str) -> float:
     except ImportError:  # pragma: no cover
         raise SystemExit("gatekeeper.rules.plate_distance not found")
     return distance(a, b)
-
-
-class Recording:
-    """A Recognizer that keeps every matrix it returns (the reader's evidence of one photo)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.alphabet = inner.alphabet
-        self.input_height = inner.input_height
-        self.seen: list[np.ndarray] = []
-
-    def probabilities(self, crops):
-        out = self.inner.probabilities(crops)
-        self.seen += out
-        return out
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 # --------------------------------------------------------------------------- evidence

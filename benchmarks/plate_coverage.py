@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibrate_matching import Recording  # noqa: E402  (keeps every matrix the reader computed)
 from lane_outcome import encode_jpeg, load_region, perturb, seeded_rng  # noqa: E402
 
 from gatekeeper.vision.scoring import ctc_log_probs, fold, per_char  # noqa: E402
+from tests.recording import Recording  # noqa: E402  (keeps every matrix the reader computed)
 
 COVERED, CLEAR = -3.0, -1.5
 KINDS = ("motion", "gauss", "scale<0.8", "crop", "light")

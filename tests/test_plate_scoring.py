@@ -179,21 +179,7 @@ def recogniser_evidence():
     from gatekeeper.sim.plates import draw_plate_scene
     from gatekeeper.vision.onnx_recognizer import OnnxRecognizer
     from gatekeeper.vision.reader import PlateReader
-
-    class Recording:
-        def __init__(self, inner):
-            self.inner = inner
-            self.alphabet = inner.alphabet
-            self.input_height = inner.input_height
-            self.seen: list[np.ndarray] = []
-
-        def probabilities(self, crops):
-            out = self.inner.probabilities(crops)
-            self.seen += out
-            return out
-
-        def close(self):
-            self.inner.close()
+    from tests.recording import Recording
 
     recording = Recording(OnnxRecognizer(threads=1))  # the runtime the lane runs
     reader = PlateReader(region="eu", recognizer=recording)

@@ -7,10 +7,11 @@ Three threads, none of which a lane ever waits for:
 * the drain thread: publishes unsent outbox rows QoS 1 strictly in id order with at most
   ``window`` rows awaiting a PUBACK, and marks rows sent (in batches) only once their
   PUBACK arrived. It wakes on :meth:`CloudSync.wake`, on every PUBACK, and once a second.
-* the command thread: parses, authenticates and carries out cloud commands, one at a
-  time, in arrival order. The command, its effect and its reply (an outbox row) commit in one
-  transaction; only then is the command acknowledged to the broker (manual PUBACK). A crash
-  before that commit leaves the command unacknowledged and the broker delivers it again.
+* the command thread (:class:`~gatekeeper.sync.inbox.CommandInbox`): parses, authenticates and
+  carries out cloud commands, one at a time, in arrival order. The command, its effect and its
+  reply (an outbox row) commit in one transaction; only then is the command acknowledged to the
+  broker (manual PUBACK). A crash before that commit leaves the command unacknowledged and the
+  broker delivers it again.
 
 Ordering across a reconnect: paho keeps every unacknowledged QoS 1 message and sends it
 again, in order, right after the CONNACK; the drain thread publishes nothing new until
@@ -20,15 +21,15 @@ may therefore arrive twice (its PUBACK was lost), always with the same id.
 
 :class:`CloudSync` only coordinates: the broker is behind a
 :class:`~gatekeeper.sync.transport.Transport` (paho in :mod:`~gatekeeper.sync.paho_transport`),
-the rows go out through :class:`~gatekeeper.sync.outbox.OutboxPump`, commands are carried
-out by :class:`~gatekeeper.sync.commands.CommandHandler`.
+the rows go out through :class:`~gatekeeper.sync.outbox.OutboxPump`, commands are queued and
+acknowledged by :class:`~gatekeeper.sync.inbox.CommandInbox` and carried out by
+:class:`~gatekeeper.sync.commands.CommandHandler`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import queue
 import re
 import signal
 import socket
@@ -38,15 +39,16 @@ from datetime import datetime
 from typing import Any, Callable
 
 from gatekeeper.config import Settings, load_settings, read_secret
-from gatekeeper.messages import OFFLINE, ONLINE, REPLY_TOPIC, STATUS_TOPIC, Reply
+from gatekeeper.messages import OFFLINE, ONLINE, STATUS_TOPIC, Reply
 from gatekeeper.store import Store, to_iso, utcnow
 from gatekeeper.sync.commands import REJECT_EVENTS_PER_MINUTE, CommandHandler, OpenHandler
 from gatekeeper.sync.homeassistant import HomeAssistantBridge, LaneHealth
+from gatekeeper.sync.inbox import CommandInbox
 from gatekeeper.sync.outbox import OutboxPump, OutboxWatch
 from gatekeeper.sync.paho_transport import PAHO_LOGGER, PahoTransport
 from gatekeeper.sync.refusals import Refusals, identity_warnings, refused_wait
 from gatekeeper.sync.subscriptions import Subscriptions
-from gatekeeper.sync.transport import PublishError, Transport
+from gatekeeper.sync.transport import Transport
 from gatekeeper.sync.uploads import PhotoUploader
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,6 @@ class CloudSync:
         self.refusals = Refusals(clock=clock)
         self.subscriptions = Subscriptions(refusals=self.refusals, retry_wait=self._refused_wait)
         self._last_failure: str | None = None
-        self._commands: queue.Queue[tuple[str, bytes, bytes | None, int, int, bool] | None] = queue.Queue(maxsize=10_000)
         self._threads: list[threading.Thread] = []
         self._transport: Transport | None = None
         self.pump = OutboxPump(store, base=self.base, window=self.cfg.max_inflight, clock=clock,
@@ -126,6 +127,8 @@ class CloudSync:
             self.ha = HomeAssistantBridge(settings, store, base=self.base, lane_health=lane_health,
                                           open_handler=open_handler, clock=clock)
             self.pump.on_published = self.ha.on_outbox_row
+        self.inbox = CommandInbox(commands=self.commands, ha=self.ha, base=self.base, transport=lambda: self._transport,
+                                  publish=self.pump.publish_untracked, wake=self._wake.set)
 
     def topic(self, relative: str) -> str:
         return f"{self.base}/{relative}"
@@ -154,7 +157,7 @@ class CloudSync:
         self._transport = self._transport_factory(self)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="mqtt-drain", daemon=True),
-            threading.Thread(target=self._command_loop, name="mqtt-commands", daemon=True),
+            threading.Thread(target=self.inbox.run, name="mqtt-commands", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -168,10 +171,7 @@ class CloudSync:
         """Say offline, stop the threads; unacknowledged rows stay in the outbox."""
         self._stop.set()
         self._wake.set()
-        try:
-            self._commands.put_nowait(None)
-        except queue.Full:
-            pass  # the command thread checks _stop after each command
+        self.inbox.stop()
         transport, self._transport = self._transport, None
         if transport is not None and self._connected:
             try:
@@ -260,12 +260,12 @@ class CloudSync:
             return
         self.refusals.cleared("connect")
         self._last_failure = None
-        self._publish_untracked(transport, self.topic(STATUS_TOPIC), ONLINE.encode(), retain=True)
+        self.pump.publish_untracked(transport, self.topic(STATUS_TOPIC), ONLINE.encode(), retain=True)
         self.subscriptions.clear_retries()
         self.subscriptions.subscribe(transport, self.topic("cmd/+"), qos=1,
                                      purpose="cloud commands do not reach this lot")
         if self.ha is not None:
-            mid = self.ha.on_connected(transport, lambda topic, payload: self._publish_untracked(
+            mid = self.ha.on_connected(transport, lambda topic, payload: self.pump.publish_untracked(
                 transport, topic, payload, retain=True))
             if mid is not None:
                 self.subscriptions.expect(mid, self.ha.open_filter(), qos=0,
@@ -310,23 +310,9 @@ class CloudSync:
 
     def on_message(self, topic: str, payload: bytes, *, correlation: bytes | None, mid: int = 0, qos: int = 0,
                    retain: bool = False) -> None:
-        try:
-            self._commands.put_nowait((topic, payload, correlation, mid, qos, retain))
-        except queue.Full:
-            # Not acknowledged: the broker delivers it again after the next reconnect.
-            log.error("command queue full: message %d on %s left unacknowledged", mid, topic)
+        self.inbox.put(topic, payload, correlation=correlation, mid=mid, qos=qos, retain=retain)
 
     # ------------------------------------------------------------------ threads
-
-    def _publish_untracked(self, transport: Transport, topic: str, payload: bytes, *,
-                           retain: bool = False, correlation: bytes | None = None) -> None:
-        """Status and replies: QoS 1, not from the outbox, PUBACK only bookkept."""
-        try:
-            mid = transport.publish(topic, payload, qos=1, retain=retain, correlation=correlation)
-        except PublishError as exc:
-            log.error("publish to %s failed: %s", topic, exc)
-            return
-        self.pump.register(mid, None, topic)
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
@@ -364,41 +350,9 @@ class CloudSync:
         except Exception as exc:  # a full disk: the counts stay pending and go in the next summary
             log.error("could not record the rejected-commands summary: %s", exc)
 
-    def _command_loop(self) -> None:
-        while True:
-            item = self._commands.get()
-            if item is None or self._stop.is_set():
-                return  # an unacknowledged command is delivered again after the restart
-            topic, payload, correlation, mid, qos, retain = item
-            try:
-                if self.ha is not None and self.ha.is_button(topic):
-                    self.ha.press(topic, payload, retained=retain)
-                else:
-                    self.handle_command(topic, payload, correlation)
-            except Exception:  # the thread outlives any command
-                log.exception("command on %s failed unexpectedly", topic)
-            transport = self._transport
-            if transport is not None and qos > 0:
-                try:
-                    transport.ack(mid, qos)
-                except Exception as exc:
-                    log.warning("could not acknowledge command message %d: %s", mid, exc)
-
     def handle_command(self, topic: str, payload: bytes, correlation: bytes | None = None) -> Reply:
-        """Carry out one command; its reply goes through the outbox (stored) or, when nothing was
-        stored (refused before authentication), straight to the broker. See :meth:`CommandHandler.process`."""
-        outcome = self.commands.process(topic, payload, correlation=correlation)
-        reply = outcome.reply
-        transport = self._transport
-        if outcome.queued:
-            self._wake.set()
-        elif transport is not None:
-            try:
-                self._publish_untracked(transport, self.topic(REPLY_TOPIC.format(name=reply.command)),
-                                        reply.model_dump_json().encode(), correlation=correlation)
-            except Exception as exc:
-                log.error("could not send the reply to %s %s: %s", reply.command, reply.id, exc)
-        return reply
+        """Carry out one command now (see :meth:`CommandInbox.handle`)."""
+        return self.inbox.handle(topic, payload, correlation)
 
 
 # ---------------------------------------------------------------------- standalone

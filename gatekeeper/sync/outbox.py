@@ -96,6 +96,17 @@ class OutboxPump:
             if row_id is not None:
                 self._cursor = max(self._cursor, row_id)
 
+    def publish_untracked(self, transport: Transport, topic: str, payload: bytes, *,
+                          retain: bool = False, correlation: bytes | None = None) -> None:
+        """Status, discovery and replies: QoS 1 but not from the outbox, so the PUBACK is only bookkept
+        (it keeps the window honest, and a refusal is reported)."""
+        try:
+            mid = transport.publish(topic, payload, qos=1, retain=retain, correlation=correlation)
+        except PublishError as exc:
+            log.error("publish to %s failed: %s", topic, exc)
+            return
+        self.register(mid, None, topic)
+
     def on_acked(self, mid: int, error: str | None) -> bool:
         """A PUBACK; False when it came before its message id was registered."""
         with self._lock:
