@@ -193,6 +193,20 @@ FIRST_VIEW = View(1.0, 0.08)
 EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 
+#: A detector box at least this sure with no row of blobs in it is read whole (:func:`box_row`).
+BOX_ROW_MIN_SCORE = 0.9
+
+
+def box_row(box: tuple[float, float, float, float], scale: float) -> TextRow:
+    """A detected plate box as a text row of the working image: its middle 80 % of height is
+    the line (a plate's characters fill most of it; the frame's text above and below is cut),
+    so :func:`row_crop` with the first view cuts about that band."""
+    x, y, w, h = box
+    band = 0.8 * h
+    return TextRow(((x) * scale, (y + 0.1 * h) * scale, w * scale, band * scale), 0.0,
+                   band * scale / (1 + 2 * FIRST_VIEW.pad_y), 0, 0.0)
+
+
 def _shipped_detector() -> "PlateFinder":
     from gatekeeper.vision.plate_detector import PlateDetector   # onnxruntime only when configured
 
@@ -219,6 +233,7 @@ class PlateReader:
         refine: int = 2,
         detector: "PlateFinder | None" = None,
         detector_rows: int = 2,
+        box_rows: int = 1,
         plate_bonus: float = PLATE_BONUS,
         second_look_below: float = SECOND_LOOK_BELOW,
         second_look_rows: int = 4,
@@ -233,6 +248,7 @@ class PlateReader:
         self._refine = refine
         self._detector = detector
         self._detector_rows = detector_rows
+        self._box_rows = box_rows
         self._plate_bonus = plate_bonus
         self._second_look_below = second_look_below
         self._second_look_rows = second_look_rows
@@ -280,11 +296,19 @@ class PlateReader:
                     rows.append(row)
                     added += 1
 
-        def on_plate(row: TextRow) -> bool:
+        def inside(row: TextRow, box: tuple[float, float, float, float]) -> bool:
+            x, y, w, h = box
             cx, cy = (row.box[0] + row.box[2] / 2) / scale, (row.box[1] + row.box[3] / 2) / scale
-            return any(x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.5 * h <= cy <= y + 1.5 * h
-                       for x, y, w, h in (d.box for d in boxes))
+            return x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.5 * h <= cy <= y + 1.5 * h
 
+        def on_plate(row: TextRow) -> bool:
+            return any(inside(row, d.box) for d in boxes)
+
+        # The surest plate boxes are also read whole, as one line (box_row): where a plate's
+        # characters touch its frame or each other no blobs separate, and rows found inside it
+        # may be the frame's dealer text.
+        sure = [box_row(d.box, scale) for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: self._box_rows]
+        rows += [b for b in sure if all(box_iou(b.box, r.box) < 0.5 for r in rows)]
         return [_Candidate(row, i, bonus=self._plate_bonus if on_plate(row) else 0.0) for i, row in enumerate(rows)]
 
     def _read_views(
