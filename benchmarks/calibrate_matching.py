@@ -1,7 +1,7 @@
 """Calibrate closed-vocabulary exit matching (gatekeeper/vision/scoring.py) on the bench: T, M, G.
 
     PYTHONPATH=. python benchmarks/calibrate_matching.py --data ../shared/bench/plates [--out DIR]
-        [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1] [--model-dir DIR]
+        [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1] [--model-dir DIR] [--detector on|off]
 
 Validation/calibration only, nothing is trained. For every bench photo the real reader runs on
 the photo itself (an entry camera) and on ``--copies`` seeded perturbed copies (blur, light,
@@ -85,7 +85,11 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             return cached["views"]
     PlateReader, EasyOcrRecognizer, PlateGrammar, reduce_probabilities = _reader_parts()
     recording = Recording(EasyOcrRecognizer(threads=args.threads, model_dir=args.model_dir))
-    reader = PlateReader(region="eu", recognizer=recording)
+    detector = None
+    if getattr(args, "detector", "off") == "on":       # as the lane runs by default (anpr.plate_detector)
+        from gatekeeper.vision.plate_detector import PlateDetector
+        detector = PlateDetector(threads=1)
+    reader = PlateReader(region="eu", recognizer=recording, detector=detector)
     views: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for region in args.regions.split(","):
@@ -122,6 +126,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cache_key(args: argparse.Namespace) -> str:
     model = f"|{Path(args.model_dir).resolve()}" if getattr(args, "model_dir", None) else ""
+    model += "|detector" if getattr(args, "detector", "off") == "on" else ""
     return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}"
 
 
@@ -340,6 +345,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("calibration"))
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="recogniser folder (anpr.model_dir), e.g. a new fine-tune's export")
+    parser.add_argument("--detector", choices=("on", "off"), default="off",
+                        help="read with the plate detector, as the lane does by default (anpr.plate_detector)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     views = collect(args)
