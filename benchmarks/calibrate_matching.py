@@ -86,7 +86,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     PlateReader, EasyOcrRecognizer, PlateGrammar, reduce_probabilities = _reader_parts()
     recording = Recording(EasyOcrRecognizer(threads=args.threads, model_dir=args.model_dir))
     detector = None
-    if getattr(args, "detector", "off") == "on":       # as the lane runs by default (anpr.plate_detector)
+    if args.detector == "on":       # as the lane runs by default (anpr.plate_detector)
         from gatekeeper.vision.plate_detector import PlateDetector
         detector = PlateDetector(threads=1)
     reader = PlateReader(region="eu", recognizer=recording, detector=detector)
@@ -125,8 +125,8 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cache_key(args: argparse.Namespace) -> str:
-    model = f"|{Path(args.model_dir).resolve()}" if getattr(args, "model_dir", None) else ""
-    model += "|detector" if getattr(args, "detector", "off") == "on" else ""
+    model = f"|{args.model_dir.resolve()}" if args.model_dir else ""
+    model += "|detector" if args.detector == "on" else ""
     return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}"
 
 
