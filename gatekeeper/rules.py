@@ -158,6 +158,9 @@ class SessionView:
     status: Literal["open", "paid", "closed"]
     paid_at: datetime | None = None
     amount_paid: int = 0
+    #: Other spellings its entry evidence supported nearly as well (``vision.scoring.alternatives``),
+    #: with their log-likelihood ratio against ``plate``: the exit scorer tries them too.
+    alternates: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -519,6 +522,10 @@ def decide_exit(
     if scores is not None:
         chosen = scored_choice(scores, policy.thresholds)
         by_plate = {s.plate: s for s in sessions if s.status != "closed"}
+        for s in sessions:
+            if s.status != "closed":
+                for alt, _ in s.alternates:
+                    by_plate.setdefault(alt, s)
         if chosen is None and scored_ambiguous(scores, policy.thresholds):
             close = _close_candidates(scores, policy.thresholds)
             return Decision(

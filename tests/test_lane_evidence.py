@@ -260,3 +260,57 @@ def test_two_different_unread_cars_in_a_row_are_two_no_reads(lot: EvidenceLot) -
     lot.clock.advance(2)  # the second car's photo again: the same vehicle, noted once
     assert lot.one(EXIT, Read("XY9"), glimpse("XY9")) == ("same_vehicle", None)
     assert len(lot.events("no_read")) == 2 and len(lot.events("same_vehicle")) == 1
+
+
+# --------------------------------------------------------------------------- entry alternates
+
+
+def _enter_hesitant(lot: EvidenceLot, read: str, split: dict[int, dict[str, float]]) -> int:
+    """A camera entry whose read is the network's first choice, with a runner-up glyph ``split`` keeps."""
+    kind, outcome = lot.one(ENTRY, Read(read), glimpse(read, split, reading=read))
+    assert kind == "decided" and outcome.open and outcome.session_id is not None
+    lot.store.pay_session(outcome.session_id, amount=250)
+    lot.clock.advance(30)
+    return outcome.session_id
+
+
+def test_an_entry_read_one_glyph_off_still_matches_the_right_read_at_the_exit(lot: EvidenceLot) -> None:
+    """Entry read BT77148 (the network hesitated between 7 and Z); the exit reads BTZ7148 surely."""
+    sid = _enter_hesitant(lot, "BT77148", {2: {"7": 0.6, "Z": 0.37}})
+    alternates = json.loads(lot.store.session(sid)["alternates"])
+    assert "BTZ7148" in dict(alternates) and all(ratio <= 0 for _, ratio in alternates)
+    kind, outcome = lot.one(EXIT, Read("BTZ7148"), glimpse("BTZ7148"))
+    assert kind == "decided" and (outcome.open, outcome.session_id) == (True, sid)
+    assert lot.store.session(sid)["status"] == "closed" and lot.store.session(sid)["plate"] == "BT77148"
+
+
+def test_a_sure_entry_read_keeps_no_alternate_and_a_one_glyph_neighbour_stays_shut(lot: EvidenceLot) -> None:
+    """Without hesitation at the entry, a car one glyph away at the exit is another car."""
+    sid = _enter_hesitant(lot, "BT77148", {})
+    assert lot.store.session(sid)["alternates"] is None
+    kind, outcome = lot.one(EXIT, Read("BTZ7148"), glimpse("BTZ7148"))
+    assert (outcome.open, outcome.reason) == (False, "no_entry_record")
+    assert not lot.relay_energised(EXIT)
+
+
+def test_a_car_two_glyphs_from_a_hesitant_entry_stays_shut(lot: EvidenceLot) -> None:
+    _enter_hesitant(lot, "BT77148", {2: {"7": 0.6, "Z": 0.37}})
+    kind, outcome = lot.one(EXIT, Read("BTZ7198"), glimpse("BTZ7198"))
+    assert (outcome.open, outcome.reason) == (False, "no_entry_record")
+    assert not lot.relay_energised(EXIT)
+
+
+def test_an_alternate_never_takes_a_car_inside_for_another(lot: EvidenceLot) -> None:
+    """AB81234 entered hesitating 8/B, so ABB1234 is its alternate; ABB1234 is also inside, its own car."""
+    _enter_hesitant(lot, "AB81234", {2: {"8": 0.6, "B": 0.37}})
+    own = paid_session(lot, "ABB1234")
+    kind, outcome = lot.one(EXIT, Read("ABB1234"), glimpse("ABB1234"))
+    assert (outcome.open, outcome.session_id) == (True, own)
+
+
+def test_damaged_alternates_are_ignored_not_fatal(lot: EvidenceLot) -> None:
+    sid = _enter_hesitant(lot, "BT77148", {2: {"7": 0.6, "Z": 0.37}})
+    with lot.store.database.transaction() as conn:
+        conn.execute("UPDATE sessions SET alternates='not json' WHERE id=?", (sid,))
+    kind, outcome = lot.one(EXIT, Read("BT77148"), glimpse("BT77148"))
+    assert (outcome.open, outcome.session_id) == (True, sid)

@@ -279,3 +279,39 @@ def test_a_twin_read_in_the_evidence_refuses_when_inside_and_is_weighed_when_out
     photos, free = [[m], [m]], [read_twin, read_twin]
     assert rank_photos(photos, crowd, free=free, shadow_prior=-8).twin == ""
     assert rank_photos(photos, [*crowd, "ABB12CD"], free=free, shadow_prior=-8).twin == "ABB12CD"
+
+
+# --------------------------------------------------------------------------- entry alternates, groups
+
+
+def test_one_edit_covers_substitutions_insertions_and_deletions() -> None:
+    from gatekeeper.vision.scoring import one_edit
+
+    near = one_edit("AB1")
+    assert {"AB", "A1", "B1", "ZAB1", "AB1Z", "A81", "AB7"} <= set(near) and "AB1" not in near
+    assert len(near) == 3 * 35 + 4 * 36 + 3 - 3   # substitutions + insertions + deletions, minus repeats
+
+
+def test_alternatives_keep_the_hesitant_glyph_and_drop_what_the_evidence_does_not_say() -> None:
+    from gatekeeper.vision.scoring import alternatives
+
+    hesitant = _spelled("AB7123", split={2: {"7": 0.6, "Z": 0.37}})
+    found = alternatives([[hesitant]], "AB7123", window=4.0)
+    assert "ABZ123" in found and -1.0 < found["ABZ123"] <= 0
+    assert "AB7128" not in found and "ABZ12" not in found
+    assert list(found) == sorted(found, key=lambda p: -found[p])
+    assert alternatives([[hesitant]], "AB7123", keep=lambda p: not p.startswith("ABZ"), window=4.0).get("ABZ123") is None
+    assert alternatives([[_spelled("AB7123")]], "AB7123", window=3.0) == {}   # a sure read (a deletion costs 3.5)
+    assert alternatives([], "AB7123") == {} and alternatives([[hesitant]], "") == {}
+
+
+def test_group_makes_spellings_of_one_session_one_candidate() -> None:
+    from gatekeeper.vision.scoring import rank_photos
+
+    evidence = [[_spelled("ABZ123")]]
+    plain = rank_photos(evidence, ["ABZ123", "AB7123", "XY9876"])
+    assert plain is not None and plain.runner_up == "AB7123"
+    owner = {"ABZ123": "AB7123", "AB7123": "AB7123", "XY9876": "XY9876"}
+    grouped = rank_photos(evidence, ["ABZ123", "AB7123", "XY9876"], group=owner.__getitem__)
+    assert grouped is not None and grouped.best == "ABZ123" and grouped.runner_up == "XY9876"
+    assert grouped.margin > plain.margin

@@ -59,7 +59,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_a_schema_2_database_migrates_and_its_lists_hold_always(tmp_path: Path) -> None:
     """A lot's database from before schedules (schema 2, built by the migrations that release ran) opens at
-    schema 3 with every list entry and reservation as it was: no schedule, so always."""
+    the current schema with every list entry and reservation as it was: no schedule, so always."""
     import sqlite_utils
 
     from gatekeeper.store.db import MIGRATIONS
@@ -76,7 +76,7 @@ def test_a_schema_2_database_migrates_and_its_lists_hold_always(tmp_path: Path) 
     old.conn.commit()
     old.close()
     with Store(path, capacity=1, clock=lambda: NOW) as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         [entry] = s.list_entries()
         assert (entry.plate, entry.schedule, entry.active(NOW + timedelta(days=3, hours=7))) == ("PERMIT1", None, True)
         [reservation] = s.reservations()

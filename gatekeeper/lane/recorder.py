@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import Decision, PlateScores, Policy, decide_entry, decide_exit
-from gatekeeper.vision.scoring import rank_photos, single_swaps
+from gatekeeper.vision.scoring import alternatives, rank_photos, single_swaps
 
 #: The reason code (and event kind) of a vehicle with no usable read.
 NO_READ = "no_read"
@@ -77,7 +77,9 @@ class DecisionRecorder:
             lists=self.store.list_entries(),
             policy=self.policy,
             scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
-                         outside_prior=self.policy.thresholds.outside_prior) if photos else None,
+                         outside_prior=self.policy.thresholds.outside_prior,
+                         alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
+            if photos else None,
         )
 
     def record(
@@ -104,6 +106,24 @@ class DecisionRecorder:
             data=None if source == "camera" else {"by": by},
             now=now,
         )
+
+    def remember_alternates(self, session_id: int, plate: str, photos: Sequence[Sequence[Glimpse]]) -> dict[str, float]:
+        """Store the other spellings this entry's evidence supported nearly as well as ``plate``.
+
+        An entry read one character off (``BT77148`` for ``BTZ7148``) would otherwise leave the
+        car at the exit with "no entry record" when the exit camera reads it right; the exit scorer
+        tries these spellings as the same session, carrying their log ratio as a prior.
+        """
+        if not photos or self.is_whole is None:
+            return {}
+        found = alternatives(
+            [[g.matrix for g in photo] for photo in photos], plate,
+            readings=[r for photo in photos for g in photo for r in g.readings],
+            keep=self.is_whole, window=ALTERNATE_WINDOW, limit=ALTERNATE_LIMIT,
+        )
+        if found:
+            self.store.set_alternates(session_id, found)
+        return found
 
     def record_no_read(
         self,
@@ -155,6 +175,11 @@ class DecisionRecorder:
         )
 
 
+#: An entry spelling is kept as a session's alternate within this many nats of its plate
+#: (docs/anpr.md, "Alternates"), at most this many per session.
+ALTERNATE_WINDOW = 4.0
+ALTERNATE_LIMIT = 6
+
 #: Log prior of a candidate plate that no listed layout fits (the grammar's fallback penalty).
 NOT_WHOLE_PRIOR = -3.0
 
@@ -162,6 +187,7 @@ NOT_WHOLE_PRIOR = -3.0
 def score(
     photos: Sequence[Sequence[Glimpse]], plates: Sequence[str], *, is_whole: WholePlate | None = None,
     outside_prior: float = 0.0,
+    alternates: Mapping[str, Mapping[str, float]] | None = None,
 ) -> PlateScores | None:
     """The known ``plates`` ranked on the vehicle's probabilities (None: nothing to rank).
 
@@ -172,24 +198,40 @@ def score(
     of such a car against one inside; docs/anpr.md, calibration). The evidence reading the
     best's look-alike twin refuses outright only when that twin is a candidate too, with a prior
     below 0 (:func:`gatekeeper.vision.scoring.twin_refuses`).
+
+    ``alternates`` (per plate: other spellings of that session with their log ratio) are scored
+    too, carrying that ratio as a prior, and count as the same vehicle as their plate.
     """
     if not photos or not plates:
         return None
-    prior = shadows = None
-    if is_whole is not None:
-        whole = is_whole
+    owner: dict[str, str] = {}
+    bias: dict[str, float] = {}
+    for plate in plates:
+        owner.setdefault(plate, plate)
+        bias[plate] = 0.0
+    for plate, alts in (alternates or {}).items():
+        for alt, ratio in alts.items():
+            if alt not in owner:
+                owner[alt] = plate
+                bias[alt] = min(0.0, float(ratio))
+    whole = is_whole
 
-        def prior(plate: str) -> float:
-            return 0.0 if whole(plate) else NOT_WHOLE_PRIOR
+    def prior(plate: str) -> float:
+        grammar = 0.0 if whole is None or whole(plate) else NOT_WHOLE_PRIOR
+        return grammar + bias.get(plate, 0.0)
+
+    shadows = None
+    if whole is not None:
 
         def shadows(plate: str) -> list[str]:
             return [t for t in single_swaps(plate) if whole(t) or not whole(plate)]
 
     return rank_photos(
         [[g.matrix for g in photo] for photo in photos],
-        plates,
+        list(owner),
         free=[[list(g.readings) for g in photo] for photo in photos],
         prior=prior,
         shadows=shadows,
         shadow_prior=outside_prior,
+        group=lambda p: owner.get(p, p),
     )

@@ -19,7 +19,7 @@ from gatekeeper.lane.outcome import LaneOutcome, Source
 from gatekeeper.lane.photos import PhotoKeeper
 from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, Recorded
 from gatekeeper.lane.recorder import NO_READ, DecisionRecorder
-from gatekeeper.rules import Decision, Reason, normalise_plate
+from gatekeeper.rules import Action, Decision, Reason, normalise_plate
 from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,8 @@ class DecisionSequence:
             # (1) is on disk: now (2) the barrier, then (3) the display.
             if decision.open:
                 self.actuator.open(reason=str(decision.reason), by=by)
+            if decision.action is Action.START_SESSION and evidence and recorded.session_id is not None:
+                self._remember_alternates(recorded.session_id, decision.plate, evidence)
             if source == "camera":
                 self.hold_off.remember(
                     read=plate, plate=decision.plate, opened=decision.open, reason=_reason(decision),
@@ -135,6 +137,13 @@ class DecisionSequence:
             f", fee due {decision.fee_due}" if decision.fee_due else "",
         )
         return outcome
+
+    def _remember_alternates(self, session_id: int, plate: str, evidence: Sequence[tuple[Glimpse, ...]]) -> None:
+        """After the barrier moved: an exit match aid only, so a failure costs nothing but a log line."""
+        try:
+            self.recorder.remember_alternates(session_id, plate, evidence)
+        except Exception:
+            log.exception("lane %s: alternates of session %s not stored", self.lane_id, session_id)
 
     def _same_vehicle(
         self, earlier: Recent, evidence: tuple[tuple[Glimpse, ...], ...], plate_read: str, frame: Frame | None,

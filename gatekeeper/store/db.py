@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: SQLite primary result codes that mean "the disk, not the request": full, I/O error, cannot open.
 _STORAGE_CODES = {13: "disk full", 10: "I/O error", 14: "cannot open"}
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -155,7 +155,12 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE reservations ADD COLUMN schedule TEXT")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1, _migrate_2, _migrate_3)
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Other spellings an entry's evidence supported (JSON ``[[plate, log ratio], ...]``; NULL: none)."""
+    db.execute("ALTER TABLE sessions ADD COLUMN alternates TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migrate_1, _migrate_2, _migrate_3, _migrate_4)
 
 
 def storage_error(exc: BaseException) -> str | None:

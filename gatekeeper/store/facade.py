@@ -191,6 +191,9 @@ class Store:
     def inside_sessions(self) -> list[SessionView]:
         return self.sessions_table.inside_sessions()
 
+    def set_alternates(self, session_id: int, alternates: Mapping[str, float]) -> None:
+        self.sessions_table.set_alternates(session_id, alternates)
+
     def lot_state(self) -> LotState:
         return self.sessions_table.lot_state()
 

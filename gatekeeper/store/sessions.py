@@ -7,6 +7,7 @@ reached the disk.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -25,6 +26,8 @@ from gatekeeper.store.records import (
     to_iso,
 )
 from gatekeeper.store.uploads import UploadQueue
+
+log = logging.getLogger(__name__)
 
 #: The keys every decision event carries; :meth:`Store.record_decision`'s extra data may not replace them.
 _DECISION_EVENT_KEYS = frozenset({
@@ -58,10 +61,16 @@ class Sessions:
 
     def inside_sessions(self) -> list[SessionView]:
         rows = self._db.rows(
-            "SELECT id, plate, entry_at, status, paid_at, amount_paid FROM sessions "
+            "SELECT id, plate, entry_at, status, paid_at, amount_paid, alternates FROM sessions "
             "WHERE status IN ('open','paid') ORDER BY id"
         )
         return [session_view(r) for r in rows]
+
+    def set_alternates(self, session_id: int, alternates: Mapping[str, float]) -> None:
+        """Remember other spellings of an open session's plate that its entry evidence supported."""
+        payload = json.dumps([[p, round(float(r), 3)] for p, r in alternates.items()]) if alternates else None
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE sessions SET alternates=? WHERE id=? AND status != 'closed'", (payload, session_id))
 
     def lot_state(self) -> LotState:
         return LotState(capacity=self.capacity, sessions=tuple(self.inside_sessions()))
@@ -285,4 +294,16 @@ def session_view(row: Mapping[str, Any]) -> SessionView:
         status=row["status"],
         paid_at=from_iso(row["paid_at"]),
         amount_paid=row["amount_paid"] or 0,
+        alternates=_alternates(row.get("alternates")),
     )
+
+
+def _alternates(text: str | None) -> tuple[tuple[str, float], ...]:
+    """The stored alternates column; a damaged value counts as none (they only help a match)."""
+    if not text:
+        return ()
+    try:
+        return tuple((str(p), float(r)) for p, r in json.loads(text))
+    except (ValueError, TypeError):
+        log.warning("session alternates %r unreadable; ignored", text[:80])
+        return ()

@@ -204,6 +204,13 @@ def lookalike_twins(a: str, b: str) -> bool:
     )
 
 
+def _same_group(group: Callable[[str], str] | None) -> Callable[[str, str], bool]:
+    """Whether two candidates stand for the same vehicle (without groups: the same string)."""
+    if group is None:
+        return lambda a, b: a == b
+    return lambda a, b: group(a) == group(b)
+
+
 def rank(
     evidence: Sequence[np.ndarray],
     candidates: Iterable[str],
@@ -214,6 +221,7 @@ def rank(
     shadows: Callable[[str], Iterable[str]] | None = None,
     shadow_prior: float = 0.0,
     inside: Collection[str] | None = None,
+    group: Callable[[str], str] | None = None,
 ) -> Ranking | None:
     """Rank ``candidates`` (normalised plates) against folded matrices of one vehicle.
 
@@ -230,11 +238,15 @@ def rank(
     ``free`` optionally gives, per matrix, readings of that matrix to compare with (e.g. the
     grammar's); the best-path reading is always among them. ``prior`` adds a log prior per
     plate (candidates and free readings alike), e.g. the grammar's penalty for a plate that no
-    listed layout fits. None when there is no evidence or no candidate.
+    listed layout fits. ``group`` names the vehicle a candidate stands for (default: itself):
+    several spellings of one session (its entry's alternative readings) are one candidate, so
+    the runner-up is the best of *another* group and a twin in the same group refuses nothing.
+    None when there is no evidence or no candidate.
     """
     plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
     if not evidence or not plates:
         return None
+    same = _same_group(group)
     bias = np.array([prior(p) for p in plates]) if prior is not None else np.zeros(len(plates))
     table = np.stack([ctc_log_probs(m, plates, lookalike_weight=lookalike_weight) for m in evidence]) + bias  # (M, N)
     combined = table.max(axis=0)
@@ -248,6 +260,7 @@ def rank(
     readings = set(grammar_readings) if grammar_readings and GRAMMAR_FREE else {best_path(evidence[k])} | grammar_readings
     readings.discard("")
     twins = sorted(r for r in grammar_readings if r != plates[b] and lookalike_twins(r, plates[b])
+                   and not same(r, plates[b])
                    and twin_refuses(r, plates if inside is None else inside, shadow_prior))
     others = sorted(readings - {plates[b]})
     if others:
@@ -259,7 +272,7 @@ def rank(
     else:
         free_plate, free_score = plates[b], float(combined[b])
     score = float(combined[b])
-    runner = int(order[1]) if len(order) > 1 else None
+    runner = next((int(i) for i in order[1:] if not same(plates[int(i)], plates[b])), None)
     shadow, shadow_score = "", -math.inf
     if shadows is not None:
         extra = [p for p in dict.fromkeys(normalise(x) for x in shadows(plates[b])) if p and p not in plates]
@@ -326,6 +339,7 @@ def rank_photos(
     shadows: Callable[[str], Iterable[str]] | None = None,
     shadow_prior: float = 0.0,
     floor: float = PHOTO_FLOOR,
+    group: Callable[[str], str] | None = None,
 ) -> Ranking | None:
     """Rank ``candidates`` on several photos (frames) of one vehicle: evidence accumulates.
 
@@ -338,13 +352,14 @@ def rank_photos(
     character) are left out. One photo: exactly :func:`rank`.
     """
     plates = list(dict.fromkeys(p for p in (normalise(c) for c in candidates) if p))
+    same = _same_group(group)
     looks = [(i, list(m)) for i, m in enumerate(photos) if len(m)]
     if not looks or not plates:
         return None
     per: list[tuple[int, Ranking]] = []
     for i, mats in looks:
         r = rank(mats, plates, free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
-                 prior=prior, shadows=shadows, shadow_prior=shadow_prior)
+                 prior=prior, shadows=shadows, shadow_prior=shadow_prior, group=group)
         if r is not None:
             per.append((i, r))
     if not per:
@@ -362,7 +377,8 @@ def rank_photos(
     shadowed: list[tuple[float, str]] = []
     for i, _ in kept:
         one = rank(photos[i], [best], free=free[i] if free is not None else None, lookalike_weight=lookalike_weight,
-                   prior=prior, shadows=shadows, shadow_prior=shadow_prior, inside=plates)
+                   prior=prior, shadows=shadows, shadow_prior=shadow_prior,
+                   inside=[p for p in plates if not same(p, best)], group=group)
         if one is not None:
             gaps.append((one.free_gap, one.free, one.free_score))
             if one.twin:
@@ -370,7 +386,7 @@ def rank_photos(
             if one.shadow:
                 shadowed.append((one.shadow_score, one.shadow))
     gap, free_plate, free_score = max(gaps) if gaps else (0.0, best, combined[best])
-    runner = order[1] if len(order) > 1 else ""
+    runner = next((p for p in order[1:] if not same(p, best)), "")
     return Ranking(
         best=best,
         score=combined[best],
@@ -397,3 +413,53 @@ def single_swaps(plate: str) -> list[str]:
             continue
         out += [plate[:i] + other + plate[i + 1:] for other in LOOKALIKES[group] if other != ch]
     return out
+
+
+def one_edit(plate: str) -> list[str]:
+    """Every plate one character away from ``plate``: substituted, inserted or deleted."""
+    out: set[str] = set()
+    for i in range(len(plate) + 1):
+        for ch in CHARS:
+            out.add(plate[:i] + ch + plate[i:])
+            if i < len(plate) and ch != plate[i]:
+                out.add(plate[:i] + ch + plate[i + 1:])
+        if i < len(plate):
+            out.add(plate[:i] + plate[i + 1:])
+    out.discard(plate)
+    return sorted(out)
+
+
+def alternatives(
+    photos: Sequence[Sequence[np.ndarray]],
+    plate: str,
+    *,
+    readings: Iterable[str] = (),
+    keep: Callable[[str], bool] | None = None,
+    window: float = 4.0,
+    limit: int = 6,
+) -> dict[str, float]:
+    """Other spellings the evidence of ``plate``'s read supports nearly as well: ``{spelling: log ratio}``.
+
+    An entry read can be one character off (``BT77148`` for ``BTZ7148``, ``RK300A`` for
+    ``RK300AS``) and the exit camera then reads the car right. The candidates are every plate
+    one edit from ``plate`` and the other ``readings`` of the evidence (e.g. other crops'),
+    those ``keep`` accepts (whole plates); each is scored like ``plate`` (best crop per photo,
+    averaged over photos) and kept when within ``window`` nats of it, with its log-likelihood
+    ratio against ``plate`` (<= 0) as the prior it carries at the exit. At most ``limit``, best first.
+    """
+    plate = normalise(plate)
+    looks = [list(m) for m in photos if len(m)]
+    if not plate or not looks:
+        return {}
+    pool = [p for p in dict.fromkeys([*one_edit(plate), *(normalise(r) for r in readings)])
+            if p and p != plate and (keep is None or keep(p))]
+    if not pool:
+        return {}
+    strings = [plate, *pool]
+    per_photo = [np.stack([ctc_log_probs(m, strings) for m in mats]).max(axis=0) for mats in looks]
+    total = np.mean(per_photo, axis=0)
+    base = float(total[0])
+    if not math.isfinite(base):
+        return {}
+    ranked = sorted(((float(s) - base, p) for p, s in zip(pool, total[1:]) if s >= base - window), reverse=True)
+    return {p: min(0.0, d) for d, p in ranked[:limit]}
