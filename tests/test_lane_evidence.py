@@ -314,3 +314,38 @@ def test_damaged_alternates_are_ignored_not_fatal(lot: EvidenceLot) -> None:
         conn.execute("UPDATE sessions SET alternates='not json' WHERE id=?", (sid,))
     kind, outcome = lot.one(EXIT, Read("BT77148"), glimpse("BT77148"))
     assert (outcome.open, outcome.session_id) == (True, sid)
+
+
+# --------------------------------------------------------------------------- personalised (vanity) plates
+
+
+def test_a_sure_long_read_no_layout_fits_is_a_vanity_plate_and_enters(lot: EvidenceLot) -> None:
+    """NEILDMND fits no listed layout; read 0.97 sure through the fallback (weighed 0.7) it is a whole plate."""
+    kind, outcome = lot.one(ENTRY, Read("NEILDMND", 0.68), glimpse("NEILDMND"))
+    assert kind == "decided" and outcome.open and lot.store.sessions()[0]["plate"] == "NEILDMND"
+    lot.store.pay_session(outcome.session_id, amount=250)
+    lot.clock.advance(30)
+    kind, out = lot.one(EXIT, Read("NEILDMND", 0.68), glimpse("NEILDMND"))
+    assert (out.open, out.session_id) == (True, outcome.session_id)
+
+
+@pytest.mark.parametrize("read, confidence", [("NEILDMND", 0.5), ("KCS1M", 0.7), ("AGEN", 0.7)])
+def test_unsure_or_short_reads_no_layout_fits_stay_no_reads(lot: EvidenceLot, read: str, confidence: float) -> None:
+    kind, outcome = lot.one(ENTRY, Read(read, confidence), glimpse(read))
+    assert kind == "no_read" and not outcome.open and lot.store.sessions() == []
+
+
+def test_vanity_plates_can_be_switched_off() -> None:
+    from gatekeeper.lane.evidence import VehicleEvidence
+
+    class Never:
+        done = False
+
+        def add(self, read: Any) -> None:
+            self.last = read
+
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), ENTRY, None, 1)
+    for length, whole in ((6, True), (0, False), (9, False)):
+        v = VehicleEvidence(Never(), deadline=1.0, started=0.0, is_whole=whole_plate_check("eu"), vanity_min_length=length)
+        v.add(Read("NEILDMND", 0.68), (), frame)
+        assert (len(v.reads), len(v.partial)) == ((1, 0) if whole else (0, 1)), length

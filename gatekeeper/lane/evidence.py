@@ -43,6 +43,12 @@ SAME_PLATE_DISTANCE = 1.0
 MAX_PHOTOS = 12
 
 
+#: A read no listed layout fits (it came through a ``~`` fallback layout, whose confidence the
+#: reader weighs by 0.7) is still a whole plate, a vanity plate, when the lane allows it
+#: (``anpr.vanity_min_length``) and it is this sure: 0.9 before the fallback weight.
+VANITY_MIN_CONFIDENCE = 0.63
+
+
 def whole_plate_check(region: str, formats: dict[str, list[str]] | None = None) -> WholePlate:
     """The lane's grammar as a predicate: True for a plate that fits a listed (non-fallback) layout."""
     from gatekeeper.vision.plate_formats import PlateGrammar
@@ -110,13 +116,14 @@ class VehicleEvidence:
     deadline: float
     started: float
     is_whole: WholePlate
+    vanity_min_length: int = 0
     reads: list[tuple[PlateRead, Frame]] = field(default_factory=list)
     partial: list[PlateRead] = field(default_factory=list)
     photos: list[tuple[Glimpse, ...]] = field(default_factory=list)
     first_frame: Frame | None = None
 
     def add(self, read: PlateRead | None, glimpses: tuple[Glimpse, ...], frame: Frame) -> None:
-        whole = read is not None and self.is_whole(read.normalised)
+        whole = read is not None and (self.is_whole(read.normalised) or self._vanity(read))
         self.consolidator.add(read if whole else None)
         if self.first_frame is None:
             self.first_frame = frame
@@ -127,6 +134,15 @@ class VehicleEvidence:
                 self.partial.append(read)
         if glimpses:
             self.photos = [*self.photos, glimpses][-MAX_PHOTOS:]
+
+    def _vanity(self, read: PlateRead) -> bool:
+        """A sure read of at least ``vanity_min_length`` characters that no listed layout fits.
+
+        Partial reads (``6PGM`` of ``6PGM335``, ``AGEN`` of ``GWAGEN``) are short; personalised
+        plates (``NEILDMND``, ``BIMMIAN``) are long and read as surely as any (docs/anpr.md).
+        """
+        n = len(read.normalised)
+        return 0 < self.vanity_min_length <= n and read.confidence >= VANITY_MIN_CONFIDENCE
 
     @property
     def empty(self) -> bool:
@@ -172,8 +188,10 @@ class EvidenceGatherer:
         read_window_s: float,
         uses_arrival: bool,
         is_whole: WholePlate,
+        vanity_min_length: int = 0,
     ) -> None:
         self._factory = consolidator_factory
+        self.vanity_min_length = vanity_min_length
         self._clock = clock
         self.read_window_s = read_window_s
         self.uses_arrival = uses_arrival
@@ -212,7 +230,8 @@ class EvidenceGatherer:
                 return None
             now = self._clock.monotonic()
             self.vehicle = VehicleEvidence(
-                self._factory(), deadline=now + self.read_window_s, started=now, is_whole=self.is_whole
+                self._factory(), deadline=now + self.read_window_s, started=now, is_whole=self.is_whole,
+                vanity_min_length=self.vanity_min_length,
             )
         self.vehicle.add(read, glimpses, frame)
         if self.vehicle.consolidator.done or snapshot:

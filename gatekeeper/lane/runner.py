@@ -68,6 +68,7 @@ class LaneRunner:
         display: Display | None = None,
         region: str | None = None,
         is_whole: WholePlate | None = None,
+        vanity_min_length: int = 0,
         storage: StorageConfig | None = None,
         policy: Policy = Policy(),
         upload_photos: bool = False,
@@ -93,7 +94,7 @@ class LaneRunner:
         self.evidence = EvidenceGatherer(
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
-            is_whole=whole,
+            is_whole=whole, vanity_min_length=vanity_min_length,
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
@@ -132,6 +133,7 @@ class LaneRunner:
             lane=lane,
             region=settings.anpr.region,
             is_whole=whole_plate_check(settings.anpr.region, settings.anpr.formats),
+            vanity_min_length=settings.anpr.vanity_min_length,
             storage=settings.storage,
             policy=policy_from_settings(settings),
             upload_photos=settings.cloud.enabled,
