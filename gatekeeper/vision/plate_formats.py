@@ -52,10 +52,10 @@ BUILTIN_FORMATS: dict[str, list[str]] = {
         "LLL-NNNN", "LLL-NNN", "NNN-LLL", "NNN-NNN",
         "NLL-NNN", "NNLL-NNN", "LL-NNNNN", "LLN-LNL", "LL-NNNN", "NNNNNNN", "NNNNNN",
         # More states' standard seven-character serials (public state formats, not the bench sample).
-        # Six-character ones with more letters (FL ABC-D12, NJ A12-BCD, MA 1ABC23, IN 1234ABC) were
-        # measured and left out: they absorb 1/I and 8/B confusions of the formats above (docs/anpr.md).
+        # Measured and left out (docs/anpr.md): FL ABC-D12, NJ A12-BCD, MA 1ABC23, IN 1234ABC absorb
+        # 1/I and 8/B confusions of the formats above; MD 1AB2345 absorbs a frame edge read as a
+        # trailing 1 on six-character plates (7ABC12|).
         "LNN-NNNN",  # Illinois A12-3456
-        "NLL-NNNN",  # Maryland 1AB2345
         "LLN-LNNN",  # Texas (2000s) AB1-C234
         *_free(2, 8),
     ],
