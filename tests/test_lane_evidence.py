@@ -248,6 +248,8 @@ def test_full_lot_stranger_is_not_taken_for_an_allow_list_plate(tmp_path: Path, 
 def test_whole_plate_check_follows_the_region_grammar() -> None:
     us = whole_plate_check("us")
     assert us("6PGM335") and not us("6PGM") and not us("AGEN")
+    assert us("K179658") and us("CN2X798")                   # Illinois A12-3456, Texas AB1-C234
+    assert not us("7AB1231")                                 # 1AB2345 (Maryland) is not listed: see docs/anpr.md
     eu = whole_plate_check("eu", {"eu": ["LLLLLLN"]})
     assert eu("AB123CD") and eu("PERMITS1"[:6] + "1") and not eu("AB12")
 

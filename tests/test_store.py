@@ -212,8 +212,11 @@ def test_unknown_sessions_get_a_clear_error(store: Store) -> None:
 
 def test_edit_and_delete_are_logged_and_delete_refuses_open_sessions(store: Store) -> None:
     sid = enter(store, "AB123")
+    store.set_alternates(sid, {"AB128": -1.5})
+    assert store.inside_sessions()[0].alternates == (("AB128", -1.5),)
     store.edit_plate(sid, "ab-128")
     assert store.session(sid)["plate"] == "AB128"
+    assert store.session(sid)["alternates"] is None and store.inside_sessions()[0].alternates == ()
     with pytest.raises(StoreError, match="open and unpaid"):
         store.delete_session(sid)
     store.pay_session(sid, amount=100)

@@ -247,7 +247,8 @@ class Sessions:
             row = conn.execute("SELECT plate FROM sessions WHERE id=?", (session_id,)).fetchone()
             if row is None:
                 raise UnknownSession(f"no session {session_id}")
-            conn.execute("UPDATE sessions SET plate=?, plate_read=? WHERE id=?", (key, plate, session_id))
+            # A technician's plate replaces the camera's spellings too (alternates were the entry read's).
+            conn.execute("UPDATE sessions SET plate=?, plate_read=?, alternates=NULL WHERE id=?", (key, plate, session_id))
             self._events.append(
                 conn,
                 "edited",
