@@ -176,7 +176,7 @@ class DecisionRecorder:
 
 
 #: An entry spelling is kept as a session's alternate within this many nats of its plate
-#: (docs/anpr.md, "Alternates"), at most this many per session.
+#: (docs/anpr.md, "Entry alternates"), at most this many per session.
 ALTERNATE_WINDOW = 4.0
 ALTERNATE_LIMIT = 6
 
