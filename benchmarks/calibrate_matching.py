@@ -106,15 +106,15 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             for kind, shot, ops in shots:
                 recording.seen = []
                 read = reader.read(shot, region=region)
-                mats = [fold(m, recording.alphabet).astype(np.float32) for m in recording.seen]
-                free = []
-                for m in recording.seen:
-                    decoded = grammar.decode(reduce_probabilities(m, recording.alphabet), top=1)
-                    free.append([decoded[0].plate] if decoded else [])
+                mats, free = _evidence(recording, grammar)
                 views.append({
                     "region": region, "image": car.name, "truth": car.truth, "index": n, "kind": kind,
                     "ops": ops, "read": read.normalised if read else "", "matrices": mats, "free": free,
                 })
+                if args.closer_look and kind != "entry":   # what an exit lane adds before calling the attendant
+                    recording.seen = []
+                    reader.closer_look(shot, region=region)
+                    views[-1]["closer_matrices"], views[-1]["closer_free"] = _evidence(recording, grammar)
             print(f"[{region}] {n + 1}/{len(cars)} {car.truth:10s} reads "
                   f"{[v['read'] or '-' for v in views[-len(shots):]]}  {time.monotonic() - t0:.0f} s", flush=True)
     reader.close()
@@ -124,9 +124,21 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     return views
 
 
+def _evidence(recording: Recording, grammar: Any) -> tuple[list[np.ndarray], list[list[str]]]:
+    """The recorded matrices, folded, and the grammar's reading of each."""
+    _, _, _, reduce_probabilities = _reader_parts()
+    mats = [fold(m, recording.alphabet).astype(np.float32) for m in recording.seen]
+    free = []
+    for m in recording.seen:
+        decoded = grammar.decode(reduce_probabilities(m, recording.alphabet), top=1)
+        free.append([decoded[0].plate] if decoded else [])
+    return mats, free
+
+
 def cache_key(args: argparse.Namespace) -> str:
     model = f"|{args.model_dir.resolve()}" if args.model_dir else ""
     model += "|detector" if args.detector == "on" else ""
+    model += "|closer" if args.closer_look else ""
     return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}"
 
 
@@ -347,6 +359,8 @@ def main() -> int:
                         help="recogniser folder (anpr.model_dir), e.g. a new fine-tune's export")
     parser.add_argument("--detector", choices=("on", "off"), default="off",
                         help="read with the plate detector, as the lane does by default (anpr.plate_detector)")
+    parser.add_argument("--closer-look", action="store_true",
+                        help="also keep each exit view's deblurred closer look (anpr.closer_look; needs --detector on)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     views = collect(args)

@@ -132,6 +132,10 @@ class AnprConfig(Section):
         None, description="plate_g2 tensors from this file instead of the shipped ones (training/train_recognizer.py)"
     )
     min_confidence: float = Field(0.5, ge=0, le=1)
+    closer_look: bool = Field(
+        True, description="exit lanes: before leaving an unread or unmatched vehicle to the attendant, read the "
+        "plate box again deblurred with a bank of motion and defocus kernels (about 0.7 s CPU, those vehicles only)",
+    )
     vanity_min_length: int = Field(
         6, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
         "when it has at least this many characters and is 0.9 sure; 0: only listed layouts are whole",

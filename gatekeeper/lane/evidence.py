@@ -107,6 +107,20 @@ class FrameReader:
             log.debug("lane %s frame %s: %s (%.2f)", self.lane_id, frame.seq, read.text, read.confidence)
         return read, glimpses
 
+    def closer_look(self, frame: Frame) -> tuple[Glimpse, ...]:
+        """The frame's plate read again deblurred (``PlateReader.closer_look``); () from a reader without it."""
+        look = getattr(self.reader, "closer_look", None)
+        if look is None:
+            return ()
+        try:
+            with self.lock:
+                self.beat()
+                return tuple(look(frame.image, region=self.region, roi=self.roi))
+        except Exception as exc:
+            self.on_error(f"reader: {exc}")
+            log.exception("lane %s: closer look at frame %s failed; deciding without it", self.lane_id, frame.seq)
+            return ()
+
 
 @dataclass
 class VehicleEvidence:

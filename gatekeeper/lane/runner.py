@@ -38,13 +38,14 @@ from gatekeeper.lane.ports import (
     Frame,
     FrameSource,
     GateListener,
+    Glimpse,
     LaneStore,
     PlateReader,
     WholePlate,
 )
 from gatekeeper.lane.recorder import DecisionRecorder
 from gatekeeper.lane.sequence import DecisionSequence, LaneCounters
-from gatekeeper.rules import Policy, normalise_plate
+from gatekeeper.rules import Policy, Reason, normalise_plate
 from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LaneRunner:
         region: str | None = None,
         is_whole: WholePlate | None = None,
         vanity_min_length: int = 0,
+        closer_look: bool = False,
         storage: StorageConfig | None = None,
         policy: Policy = Policy(),
         upload_photos: bool = False,
@@ -78,6 +80,7 @@ class LaneRunner:
         clock: Clock | None = None,
     ) -> None:
         self.lane = lane
+        self.closer_look = closer_look
         self.store = store
         self.barrier = barrier
         self.grabber = grabber
@@ -134,6 +137,7 @@ class LaneRunner:
             region=settings.anpr.region,
             is_whole=whole_plate_check(settings.anpr.region, settings.anpr.formats),
             vanity_min_length=settings.anpr.vanity_min_length,
+            closer_look=settings.anpr.closer_look,
             storage=settings.storage,
             policy=policy_from_settings(settings),
             upload_photos=settings.cloud.enabled,
@@ -305,13 +309,14 @@ class LaneRunner:
         if vehicle.empty and not self.evidence.uses_arrival:
             return "none"
         try:
+            frame = vehicle.frame_for(result)
             outcome = self.sequence.carry_out(
                 plate_read=result.text if result else "",
                 confidence=float(result.confidence) if result else None,
-                frame=vehicle.frame_for(result),
+                frame=frame,
                 source="camera",
                 by="camera",
-                photos=vehicle.photos,
+                photos=self._closer_look(result.text if result else "", vehicle.photos, frame),
                 guesses=vehicle.guesses(),
             )
         except StoreError as exc:
@@ -328,6 +333,20 @@ class LaneRunner:
         kind = "same_vehicle" if outcome is None else "no_read" if outcome.reason == "no_read" else "decided"
         self._notify(kind, outcome)
         return kind
+
+    def _closer_look(
+        self, plate: str, photos: list[tuple[Glimpse, ...]], frame: Frame | None
+    ) -> list[tuple[Glimpse, ...]]:
+        """At an exit, before a vehicle is left to the attendant as unread or unmatched: its plate box
+        read again deblurred, added to the frame's crops (docs/anpr.md, "Closer look")."""
+        if not self.closer_look or self.lane.direction != "exit" or frame is None or not photos:
+            return photos
+        preview = self.recorder.decide(normalise_plate(plate), now=self.clock.now(), photos=photos)
+        if preview.open or preview.reason not in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD):
+            return photos
+        extra = self.frame_reader.closer_look(frame)
+        self.counters.closer_looks += 1
+        return [*photos[:-1], (*photos[-1], *extra)] if extra else photos
 
     def _notify(self, kind: str, outcome: LaneOutcome | None) -> None:
         notify_all(self._vehicle_listeners, kind, outcome, lane=self.id)

@@ -31,6 +31,7 @@ class LaneCounters:
 
     frames: int = 0
     decisions: int = 0
+    closer_looks: int = 0   # exit vehicles read again deblurred before the attendant was called
     errors: int = 0
     last_error: str | None = None
 
