@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
-from gatekeeper.lane.recorder import ALTERNATE_LIMIT, ALTERNATE_WINDOW, score  # noqa: E402
-from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff, decide_exit  # noqa: E402
+from gatekeeper.lane.recorder import ALTERNATE_LIMIT, ALTERNATE_WINDOW  # noqa: E402
+from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff  # noqa: E402
 from gatekeeper.vision.reader import Glimpse  # noqa: E402
 from gatekeeper.vision.scoring import alternatives, ctc_log_probs  # noqa: E402
 
-NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from calibrate_lot_scenarios import decide  # noqa: E402  (the lane's exit decision, closer look included)
+
 ENTERED = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 
 
@@ -89,10 +91,9 @@ def run(views: list[dict], args: argparse.Namespace, window: float, show: bool) 
                 if plate not in seen:
                     seen.add(plate)
                     sessions.append(SessionView(i + 1, plate, ENTERED, "open", alternates=tuple(alts.items())))
-            ranked = score(photos_of(view), [s.plate for s in sessions], is_whole=is_whole,
-                           outside_prior=policy.thresholds.outside_prior,
-                           alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
-            d = decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=ranked)
+            d = decide(view, photos_of(view), read, sessions, is_whole, policy, tariff,
+                       alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates},
+                       closer_look=not args.no_closer_look)
             own = sessions[0].id if scenario == "inside" else None
             if scenario == "inside" and d.session_id == own:
                 res["out"] += 1
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--G", type=float, default=MatchThresholds.max_free_gap)
     parser.add_argument("--kind", default="exit1", choices=("exit1", "exit2"))
     parser.add_argument("--show", action="store_true", help="list every exit that stays shut")
+    parser.add_argument("--no-closer-look", action="store_true", help="ignore the cache's deblurred crops")
     args = parser.parse_args(argv)
     with open(args.cache, "rb") as fh:
         views = pickle.load(fh)["views"]

@@ -79,7 +79,30 @@ def lots(views: list[dict], kinds: set[str]) -> list[tuple[dict, list, str, Any,
     return out
 
 
-def tally(cases, thresholds: MatchThresholds, show: bool = False) -> dict[str, list[int]]:
+CLOSER_LOOK_REASONS = ("no_plate", "no_entry_record")
+
+
+def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, policy: Policy, tariff: Tariff,
+           alternates: dict[str, dict[str, float]] | None = None, closer_look: bool = True) -> Any:
+    """The exit decision as the lane makes it: with ``closer_look`` and a view that has one (the cache of
+    ``calibrate_matching.py --closer-look``), an unread or unmatched vehicle is decided again with its
+    deblurred crops added to the photo (``LaneRunner._closer_look``)."""
+    plates = [s.plate for s in sessions]
+
+    def once(evidence: list) -> Any:
+        ranked = score(evidence, plates, is_whole=is_whole, outside_prior=policy.thresholds.outside_prior,
+                       alternates=alternates)
+        return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=ranked)
+
+    d = once(photos)
+    if closer_look and "closer_matrices" in view and not d.open and d.reason in CLOSER_LOOK_REASONS:
+        extra = tuple(Glimpse(m.astype(np.float64), tuple(f)) for m, f in zip(view["closer_matrices"], view["closer_free"]))
+        if extra:
+            d = once([*photos[:-1], (*photos[-1], *extra)])
+    return d
+
+
+def tally(cases, thresholds: MatchThresholds, show: bool = False, closer_look: bool = True) -> dict[str, list[int]]:
     """Per scenario: [decided views, right accepts, wrong accepts]."""
     policy = Policy(thresholds=thresholds)
     tariff = Tariff(free_minutes=0)
@@ -89,8 +112,7 @@ def tally(cases, thresholds: MatchThresholds, show: bool = False) -> dict[str, l
             if plates is None:
                 continue
             sessions = [SessionView(i + 1, p, ENTERED, "open") for i, p in enumerate(plates)]
-            ranked = score(photos, plates, is_whole=is_whole, outside_prior=thresholds.outside_prior)
-            d = decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=ranked)
+            d = decide(v, photos, read, sessions, is_whole, policy, tariff, closer_look=closer_look)
             res[scenario][0] += 1
             if d.session_id is None:
                 if show and scenario == "inside":
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--G", type=float, nargs="+", default=[MatchThresholds.max_free_gap])
     parser.add_argument("--kinds", default="exit1,exit2", help="views to decide (entry, exit1, exit2)")
     parser.add_argument("--show", action="store_true", help="list every shut and wrong decision")
+    parser.add_argument("--no-closer-look", action="store_true", help="ignore the cache's deblurred crops")
     args = parser.parse_args(argv)
     with open(args.cache, "rb") as fh:
         views = pickle.load(fh)["views"]
@@ -121,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
           "| twin_out wrong |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for prior, t, m, g in itertools.product(args.prior, args.T, args.M, args.G):
-        r = tally(cases, MatchThresholds(t, m, g, prior), show=args.show)
+        r = tally(cases, MatchThresholds(t, m, g, prior), show=args.show, closer_look=not args.no_closer_look)
         n = r["inside"][0]
         print(f"| {prior} | {t} | {m} | {g} | {r['inside'][1]}/{n} ({100 * r['inside'][1] / max(1, n):.1f}%) "
               f"| {r['inside'][2]} | {r['outside'][2]} | {r['twin_in'][1]}/{r['twin_in'][0]} | {r['twin_in'][2]} "

@@ -351,3 +351,77 @@ def test_vanity_plates_can_be_switched_off() -> None:
         v = VehicleEvidence(Never(), deadline=1.0, started=0.0, is_whole=whole_plate_check("eu"), vanity_min_length=length)
         v.add(Read("NEILDMND", 0.68), (), frame)
         assert (len(v.reads), len(v.partial)) == ((1, 0) if whole else (0, 1)), length
+
+
+# --------------------------------------------------------------------------- closer look (deblurred plate box)
+
+
+class LookingSource(EvidenceSource):
+    """The reader seam with a closer look: hands out ``closer`` and counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closer: tuple[Glimpse, ...] = ()
+        self.looks = 0
+        self.fail = False
+
+    def closer_look(self, image: np.ndarray, *, region: str | None = None, roi: Any = None) -> tuple[Glimpse, ...]:
+        self.looks += 1
+        if self.fail:
+            raise RuntimeError("detector gone")
+        return self.closer
+
+
+@pytest.fixture
+def looking(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[EvidenceLot, LookingSource]:
+    rig = EvidenceLot(tmp_path)
+    request.addfinalizer(rig.close)
+    source = LookingSource()
+    rig.evidence = source
+    for runner in rig.runners.values():
+        runner.frame_reader.reader = source
+    return rig, source
+
+
+def _smeared(plate: str) -> Glimpse:
+    """What a blurred exit photo gives: every glyph spread over its look-alikes and neighbours."""
+    return glimpse(plate, {i: {ch: 0.1, "X": 0.4, "7": 0.4} for i, ch in enumerate(plate)}, reading="")
+
+
+def test_an_unmatched_exit_gets_a_closer_look_that_opens_its_session(looking) -> None:
+    lot, source = looking
+    sid = paid_session(lot, "AB123CD")
+    paid_session(lot, "KL456MN")
+    source.closer = (glimpse("AB123CD"),)
+    kind, outcome = lot.one(EXIT, None, _smeared("AB123CD"))
+    assert kind == "decided" and (outcome.open, outcome.session_id) == (True, sid)
+    assert source.looks == 1 and lot.runners[EXIT].counters.closer_looks == 1
+
+
+def test_no_closer_look_for_a_clear_match_or_at_an_entry(looking) -> None:
+    lot, source = looking
+    sid = paid_session(lot, "AB123CD")
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert (outcome.open, outcome.session_id) == (True, sid)
+    kind, _ = lot.one(ENTRY, Read("AB1"), glimpse("AB1"))
+    assert kind == "no_read" and source.looks == 0
+
+
+def test_a_closer_look_that_shows_nothing_or_fails_still_ends_in_a_no_read(looking) -> None:
+    lot, source = looking
+    paid_session(lot, "AB123CD")
+    kind, outcome = lot.one(EXIT, None, _smeared("AB123CD"))
+    assert kind == "no_read" and not outcome.open and source.looks == 1
+    lot.clock.advance(60)
+    source.fail = True
+    kind, outcome = lot.one(EXIT, None, _smeared("ZZ999ZZ"))
+    assert kind == "no_read" and not outcome.open and source.looks == 2
+    assert lot.runners[EXIT].counters.errors == 1 and "detector gone" in lot.runners[EXIT].counters.last_error
+
+
+def test_a_closer_look_never_opens_for_a_car_that_is_not_inside(looking) -> None:
+    lot, source = looking
+    paid_session(lot, "AB123CD")
+    source.closer = (glimpse("AB128CD"),)
+    kind, outcome = lot.one(EXIT, Read("AB128CD"), _smeared("AB128CD"))
+    assert not outcome.open and outcome.reason == "no_entry_record" and source.looks == 1
