@@ -68,7 +68,7 @@ def run(views: list[dict], args: argparse.Namespace, window: float, show: bool) 
     entry = {(v["region"], v["image"]): v for v in views if v["kind"] == "entry"}
     exits = {(v["region"], v["image"]): v for v in views if v["kind"] == args.kind}
     whole = {r: whole_plate_check(r) for r in {k[0] for k in entry}}
-    policy = Policy(thresholds=MatchThresholds(args.T, args.M, args.G))
+    policy = Policy(thresholds=MatchThresholds(args.T, args.M, args.G, MatchThresholds.outside_prior, args.C))
     tariff = Tariff(free_minutes=0)
     sessions_of = {k: s for k, v in entry.items()
                    if (s := entry_session(v, whole[k[0]], window, args.limit, args.vanity)) is not None}
@@ -117,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--T", type=float, default=MatchThresholds.min_score_norm)
     parser.add_argument("--M", type=float, default=MatchThresholds.min_margin)
     parser.add_argument("--G", type=float, default=MatchThresholds.max_free_gap)
+    parser.add_argument("--C", type=float, default=MatchThresholds.closer_min_score,
+                        help="min score of a match that rests on the closer look")
     parser.add_argument("--kind", default="exit1", choices=("exit1", "exit2"))
     parser.add_argument("--show", action="store_true", help="list every exit that stays shut")
     parser.add_argument("--no-closer-look", action="store_true", help="ignore the cache's deblurred crops")
     args = parser.parse_args(argv)
     with open(args.cache, "rb") as fh:
         views = pickle.load(fh)["views"]
-    print(f"T {args.T} M {args.M} G {args.G}, vanity {args.vanity}, {args.kind} views")
+    print(f"T {args.T} M {args.M} G {args.G} C {args.C}, vanity {args.vanity}, {args.kind} views")
     for window in args.window:
         res = run(views, args, window, args.show)
         n = sum(1 for v in views if v["kind"] == args.kind)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
 from gatekeeper.lane.recorder import score  # noqa: E402
-from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff, decide_exit  # noqa: E402
+from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff, decide_exit, scored_choice  # noqa: E402
 from gatekeeper.vision.reader import Glimpse  # noqa: E402
 from gatekeeper.vision.scoring import single_swaps  # noqa: E402
 
@@ -97,8 +97,11 @@ def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, p
     d = once(photos)
     if closer_look and "closer_matrices" in view and not d.open and d.reason in CLOSER_LOOK_REASONS:
         extra = tuple(Glimpse(m.astype(np.float64), tuple(f)) for m, f in zip(view["closer_matrices"], view["closer_free"]))
-        if extra:
-            d = once([*photos[:-1], (*photos[-1], *extra)])
+        closer = [*photos[:-1], (*photos[-1], *extra)]
+        strict = policy.thresholds.for_closer_look()
+        ranked = score(closer, plates, is_whole=is_whole, outside_prior=strict.outside_prior, alternates=alternates)
+        if extra and scored_choice(ranked, strict) is not None:
+            d = once(closer)
     return d
 
 
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--T", type=float, nargs="+", default=[MatchThresholds.min_score_norm])
     parser.add_argument("--M", type=float, nargs="+", default=[MatchThresholds.min_margin])
     parser.add_argument("--G", type=float, nargs="+", default=[MatchThresholds.max_free_gap])
+    parser.add_argument("--C", type=float, nargs="+", default=[MatchThresholds.closer_min_score],
+                        help="min score of a match that rests on the closer look")
     parser.add_argument("--kinds", default="exit1,exit2", help="views to decide (entry, exit1, exit2)")
     parser.add_argument("--show", action="store_true", help="list every shut and wrong decision")
     parser.add_argument("--no-closer-look", action="store_true", help="ignore the cache's deblurred crops")
@@ -140,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         views = pickle.load(fh)["views"]
     cases = lots(views, set(args.kinds.split(",")))
     print(f"{len(cases)} views ({args.kinds}); scenarios {', '.join(SCENARIOS)}")
-    print("| prior | T | M | G | inside right | inside wrong | outside wrong | twin_in right | twin_in wrong "
+    print("| prior | T | M | G | C | inside right | inside wrong | outside wrong | twin_in right | twin_in wrong "
           "| twin_out wrong |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for prior, t, m, g in itertools.product(args.prior, args.T, args.M, args.G):
-        r = tally(cases, MatchThresholds(t, m, g, prior), show=args.show, closer_look=not args.no_closer_look)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for prior, t, m, g, c in itertools.product(args.prior, args.T, args.M, args.G, args.C):
+        r = tally(cases, MatchThresholds(t, m, g, prior, c), show=args.show, closer_look=not args.no_closer_look)
         n = r["inside"][0]
-        print(f"| {prior} | {t} | {m} | {g} | {r['inside'][1]}/{n} ({100 * r['inside'][1] / max(1, n):.1f}%) "
+        print(f"| {prior} | {t} | {m} | {g} | {c} | {r['inside'][1]}/{n} ({100 * r['inside'][1] / max(1, n):.1f}%) "
               f"| {r['inside'][2]} | {r['outside'][2]} | {r['twin_in'][1]}/{r['twin_in'][0]} | {r['twin_in'][2]} "
               f"| {r['twin_out'][2]}/{r['twin_out'][0]} |", flush=True)
     return 0

@@ -163,6 +163,11 @@ class AnprConfig(Section):
         description="closed-vocabulary matching: nats the free reading may be more likely than the best candidate",
     )
 
+    closer_look_min_score: float = Field(
+        MatchThresholds.closer_min_score, ge=-10, le=0,
+        description="closed-vocabulary matching: per-character log-probability a match needs when it rests on "
+        "the exit's closer look (deblurred crops)",
+    )
     match_outside_prior: float = Field(
         MatchThresholds.outside_prior, ge=-30, le=0,
         description="closed-vocabulary matching: log prior of a look-alike twin of a candidate that is not one "
@@ -172,7 +177,8 @@ class AnprConfig(Section):
     @property
     def match_thresholds(self) -> MatchThresholds:
         return MatchThresholds(
-            self.match_min_score, self.match_min_margin, self.match_max_free_gap, self.match_outside_prior
+            self.match_min_score, self.match_min_margin, self.match_max_free_gap, self.match_outside_prior,
+            self.closer_look_min_score,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Iterable, Literal, Protocol, Sequence
@@ -237,6 +237,13 @@ class MatchThresholds:
     min_margin: float = 3.0
     max_free_gap: float = 8.0
     outside_prior: float = -8.0
+    #: ``min_score_norm`` for a match that needs the exit's closer look (deblurred crops): thirty
+    #: sharpened copies give a wrong plate more chances to read well (docs/anpr.md, "Closer look").
+    closer_min_score: float = -0.75
+
+    def for_closer_look(self) -> "MatchThresholds":
+        """These thresholds with the closer look's stricter score."""
+        return replace(self, min_score_norm=max(self.min_score_norm, self.closer_min_score))
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,13 @@ class LaneRunner:
             return photos
         extra = self.frame_reader.closer_look(frame)
         self.counters.closer_looks += 1
-        return [*photos[:-1], (*photos[-1], *extra)] if extra else photos
+        if not extra:
+            return photos
+        closer = [*photos[:-1], (*photos[-1], *extra)]
+        # The added crops count only for a match the stricter closer-look score accepts outright
+        # (no string fallback); that best candidate then passes the lane's own thresholds too.
+        strict = self.recorder.policy.thresholds.for_closer_look()
+        return closer if self.recorder.scored_match(closer, strict) is not None else photos
 
     def _notify(self, kind: str, outcome: LaneOutcome | None) -> None:
         notify_all(self._vehicle_listeners, kind, outcome, lane=self.id)
