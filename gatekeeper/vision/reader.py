@@ -196,6 +196,8 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 #: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
 CLOSER_LOOK_BOXES = 1
+#: ... and recognises this many of its crops per call (the first look reads up to about as many).
+CLOSER_LOOK_BATCH = 6
 
 #: A detector box at least this sure is also read whole (:func:`box_row`), unless a row covers it.
 BOX_ROW_MIN_SCORE = 0.9
@@ -379,8 +381,11 @@ class PlateReader:
             return ()
         grammar = self._grammar(region or self.region)
         alphabet = self._recognizer.alphabet
+        # A few crops per call: one batch of thirty would grow the runtime's memory arena for good.
+        probabilities = [p for i in range(0, len(crops), CLOSER_LOOK_BATCH)
+                         for p in self._recognizer.probabilities(crops[i: i + CLOSER_LOOK_BATCH])]
         glimpses = []
-        for probs in self._recognizer.probabilities(crops):
+        for probs in probabilities:
             decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             glimpses.append(Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded)))
         return tuple(glimpses)
