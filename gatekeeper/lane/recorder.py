@@ -22,7 +22,7 @@ from typing import Literal, Mapping, Sequence
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import (
-    Decision, MatchThresholds, PlateScores, Policy, decide_entry, decide_exit, scored_choice,
+    Decision, MatchThresholds, PlateScores, Policy, SessionView, decide_entry, decide_exit, scored_choice,
 )
 from gatekeeper.vision.scoring import alternatives, rank_photos, single_swaps
 
@@ -57,7 +57,6 @@ class DecisionRecorder:
 
         ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo.
         """
-        policy = self.policy
         if self.direction == "entry":
             lot = self.store.lot_state()
             lists = self.store.list_entries()
@@ -67,9 +66,9 @@ class DecisionRecorder:
                 privileged = [r.plate for r in reservations if r.active(now)]
                 privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
                 scores = score(photos, privileged, is_whole=self.is_whole,
-                               outside_prior=policy.thresholds.outside_prior)
+                               outside_prior=self.policy.thresholds.outside_prior)
             return decide_entry(
-                plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=policy, scores=scores
+                plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
         sessions = self.store.inside_sessions()
         return decide_exit(
@@ -78,21 +77,22 @@ class DecisionRecorder:
             sessions=sessions,
             tariff=self.store.tariff(),
             lists=self.store.list_entries(),
-            policy=policy,
-            scores=score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
-                         outside_prior=policy.thresholds.outside_prior,
-                         alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
-            if photos else None,
+            policy=self.policy,
+            scores=self._score_sessions(photos, sessions, self.policy.thresholds) if photos else None,
         )
 
     def scored_match(self, photos: Sequence[Sequence[Glimpse]], thresholds: MatchThresholds) -> str | None:
         """The plate of the session inside that ``photos`` spell clearly enough under ``thresholds``
         (score, margin and free gap all met; no string fallback), else None."""
-        sessions = self.store.inside_sessions()
-        ranked = score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
-                       outside_prior=thresholds.outside_prior,
-                       alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
-        return scored_choice(ranked, thresholds)
+        return scored_choice(self._score_sessions(photos, self.store.inside_sessions(), thresholds), thresholds)
+
+    def _score_sessions(
+        self, photos: Sequence[Sequence[Glimpse]], sessions: Sequence[SessionView], thresholds: MatchThresholds
+    ) -> PlateScores | None:
+        """The sessions inside (their plates and entry alternates) ranked on ``photos``."""
+        return score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
+                     outside_prior=thresholds.outside_prior,
+                     alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
 
     def record(
         self,

@@ -80,7 +80,6 @@ def plate_region(grey: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     return grey[y0:y1, x0:x1], (x - x0, y - y0, w, h)
 
 
-
 def deblurred_crops(
     grey: np.ndarray, box: Box, *, whole_row: Callable[[Box], TextRow], pad_x: float, pad_y: float, real_x: float,
 ) -> list[np.ndarray]:

@@ -216,6 +216,26 @@ def box_row(box: tuple[float, float, float, float], scale: float) -> TextRow:
                    band * scale / (1 + 2 * FIRST_VIEW.pad_y), 0, 0.0)
 
 
+def _grey_in(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
+    """The grey image within ``roi`` and the roi's offset; ValueError for a non-image or a roi outside it."""
+    if image is None or image.size == 0 or image.ndim not in (2, 3):
+        raise ValueError("not an image")
+    ox = oy = 0
+    if roi is not None:
+        rx, ry, rw, rh = roi
+        ox, oy = max(0, rx), max(0, ry)
+        full_h, full_w = image.shape[:2]
+        image = image[oy: ry + rh, ox: rx + rw]
+        if image.size == 0:
+            raise ValueError(f"roi {roi} lies outside the {full_w}x{full_h} image")
+    return (image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), ox, oy
+
+
+def _glimpse(probs: np.ndarray, alphabet: str, decoded: Sequence[Decoded]) -> Glimpse:
+    """One crop's evidence: its folded matrix and the grammar's reading(s) of it."""
+    return Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded))
+
+
 def _shipped_detector() -> "PlateFinder":
     from gatekeeper.vision.plate_detector import PlateDetector   # onnxruntime only when configured
 
@@ -349,8 +369,7 @@ class PlateReader:
             if decoded:
                 cand.add(decoded[0], crop, box)
             if evidence is not None:
-                matrix = fold(probs, alphabet).astype(np.float32)
-                evidence.append((cand, Glimpse(matrix, tuple(d.plate for d in decoded))))
+                evidence.append((cand, _glimpse(probs, alphabet, decoded)))
 
     def closer_look(
         self,
@@ -366,14 +385,12 @@ class PlateReader:
         """
         if self._recognizer is None:
             raise RuntimeError("PlateReader is closed")
-        if self._detector is None or image is None or image.size == 0 or image.ndim not in (2, 3):
+        if self._detector is None:
             return ()
-        if roi is not None:
-            rx, ry, rw, rh = roi
-            image = image[max(0, ry): ry + rh, max(0, rx): rx + rw]
-            if image.size == 0:
-                return ()
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        try:
+            grey, _, _ = _grey_in(image, roi)
+        except ValueError:      # not an image, or the roi outside it: the first look said so already
+            return ()
         crops = [crop for box in self._detector.detect(grey)[:CLOSER_LOOK_BOXES]
                  for crop in deblurred_crops(grey, box.box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
                                              pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
@@ -384,11 +401,8 @@ class PlateReader:
         # A few crops per call: one batch of thirty would grow the runtime's memory arena for good.
         probabilities = [p for i in range(0, len(crops), CLOSER_LOOK_BATCH)
                          for p in self._recognizer.probabilities(crops[i: i + CLOSER_LOOK_BATCH])]
-        glimpses = []
-        for probs in probabilities:
-            decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
-            glimpses.append(Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded)))
-        return tuple(glimpses)
+        return tuple(_glimpse(probs, alphabet, grammar.decode(reduce_probabilities(probs, alphabet), top=1))
+                     for probs in probabilities)
 
     def read(
         self,
@@ -410,20 +424,10 @@ class PlateReader:
         """The read of :meth:`read` and the probabilities of every crop read (not dated overlays)."""
         if self._recognizer is None:
             raise RuntimeError("PlateReader is closed")
-        if image is None or image.size == 0 or image.ndim not in (2, 3):
-            raise ValueError("not an image")
         region = region or self.region
         grammar = self._grammar(region)
         t0 = time.perf_counter()
-        ox = oy = 0
-        if roi is not None:
-            rx, ry, rw, rh = roi
-            ox, oy = max(0, rx), max(0, ry)
-            full_h, full_w = image.shape[:2]
-            image = image[oy: ry + rh, ox: rx + rw]
-            if image.size == 0:
-                raise ValueError(f"roi {roi} lies outside the {full_w}x{full_h} image")
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        grey, ox, oy = _grey_in(image, roi)
         scale = min(1.0, self._work_size / max(grey.shape[:2]))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         candidates = self._candidates(grey, work, scale)
