@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.vision.plate_finder import row_crop
+from gatekeeper.vision.plate_finder import plate_outline, row_crop
 from gatekeeper.vision.reader import FIRST_VIEW, PLATE_BONUS, PlateReader, box_row, rows_in_plate_box
 from gatekeeper.vision.recognizer import ModelNotFoundError
 from gatekeeper.vision.plate_detector import DETECTOR_FILE, DetectorModelError, PlateBox, PlateDetector
@@ -189,3 +189,64 @@ def test_box_row_is_the_middle_band_of_the_box_in_working_pixels() -> None:
     assert y == pytest.approx(27.0) and h == pytest.approx(16.0)   # 10 % trimmed top and bottom
     crop, _ = row_crop(np.zeros((200, 400), np.uint8), row, 0.5, pad_x=0.0, pad_y=FIRST_VIEW.pad_y)
     assert crop.shape[0] == pytest.approx(32, abs=1)               # the band, at full resolution
+
+
+def _plate_in_a_recess(text: str, *, dealer_text: bool = True) -> tuple[np.ndarray, tuple, tuple]:
+    """sim_plates' car photo with a dark bumper recess around the plate (what the detector's box
+    often spans on US cars) and a dealer frame's text below the characters; returns the grey
+    frame, the recess box and the plate box."""
+    car = draw_plate_scene(text, seed=2)             # plate 520x130 at (220, 360)
+    recess = (110, 320, 740, 210)
+    x, y, w, h = recess
+    cv2.rectangle(car, (x, y), (x + w, y + h), (35, 35, 40), -1)
+    cv2.rectangle(car, (220, 360), (740, 490), (235, 235, 235), -1)
+    cv2.putText(car, text, (250, 455), cv2.FONT_HERSHEY_SIMPLEX, 2.6, (0, 0, 0), 8, cv2.LINE_AA)
+    if dealer_text:
+        cv2.putText(car, "BOARDWALK", (330, 486), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (20, 20, 20), 2, cv2.LINE_AA)
+    return cv2.cvtColor(car, cv2.COLOR_BGR2GRAY), recess, (220, 360, 520, 130)
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
+def test_plate_outline_is_the_light_plate_inside_a_dark_recess() -> None:
+    grey, recess, plate = _plate_in_a_recess("6WHS906")
+    outline = plate_outline(grey, recess)
+    assert outline is not None and _iou(outline, plate) >= 0.9, (outline, plate)
+    assert _iou(recess, plate) < 0.5                  # the recess box alone is a poor plate box
+
+
+def test_plate_outline_of_a_plate_box_or_a_dark_plate_changes_nothing() -> None:
+    grey, _, plate = _plate_in_a_recess("6WHS906")
+    again = plate_outline(grey, plate)                # already the plate: it stays the plate
+    assert again is not None and _iou(again, plate) >= 0.9
+    dark = np.full((300, 600), 30, np.uint8)          # a dark plate: light characters only
+    cv2.putText(dark, "6WHS906", (40, 190), cv2.FONT_HERSHEY_SIMPLEX, 3.0, 230, 10, cv2.LINE_AA)
+    assert plate_outline(dark, (0.0, 0.0, 600.0, 300.0)) is None
+    assert plate_outline(grey, (5.0, 5.0, 10.0, 4.0)) is None    # too small to hold a plate
+
+
+class _MarksTheRecess(PlateDetector):
+    """The shipped network as it behaves on many US cars: its blob spans the whole recess.
+    (The drawn recess does not fool the real network, so its output is stood in for here.)"""
+
+    def __init__(self, recess: tuple, **kwargs: object) -> None:
+        super().__init__(threads=1, **kwargs)
+        self.recess = recess
+
+    def _run(self, grey: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        prob = np.zeros((grey.shape[0] // 4, grey.shape[1] // 4), np.float32)
+        x, y, w, h = (v // 4 for v in self.recess)
+        prob[y: y + h, x: x + w] = 0.97
+        return prob, 1.0, grey
+
+
+def test_detector_boxes_are_narrowed_to_the_plate_inside_the_blob() -> None:
+    grey, recess, plate = _plate_in_a_recess("6WHS906")
+    (raw,) = _MarksTheRecess(recess, outline=False).detect(grey)
+    (narrowed,) = _MarksTheRecess(recess).detect(grey)
+    assert _iou(raw.box, plate) < 0.5
+    assert _iou(narrowed.box, plate) >= 0.9 and narrowed.score == raw.score

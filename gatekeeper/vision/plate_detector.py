@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gatekeeper.vision.plate_finder import plate_outline
 from gatekeeper.vision.recognizer import ModelNotFoundError
 
 __all__ = ["DETECTOR_FILE", "DETECTOR_SHA256", "DetectorModelError", "PlateBox", "PlateDetector"]
@@ -77,7 +78,12 @@ class PlateDetector:
         work_size: int = 960,
         threshold: float = 0.85,
         extent: float = 0.8,
+        outline: bool = True,
     ) -> None:
+        """``outline``: narrow each box to the plate's own light rectangle inside it
+        (:func:`plate_outline`), where one stands out. The network marks a plate's surround too
+        (a bumper recess, a dealer frame); measured on the dev sample (docs/anpr.md, "Plate
+        outline"), US boxes within IoU 0.7 of the labelled plate go from 17 to 51 of 115."""
         import onnxruntime as ort
 
         data = _load_checked(Path(model_file), sha256)
@@ -93,6 +99,7 @@ class PlateDetector:
         self.work_size = work_size
         self.threshold = threshold
         self.extent = extent
+        self.outline = outline
 
     def probabilities(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
         """Plate probability per cell of the working frame, and the frame-to-working scale."""
@@ -135,6 +142,9 @@ class PlateDetector:
             cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
             if cells.size == 0 or float(cells.std()) < MIN_CONTRAST:
                 continue
-            boxes.append(PlateBox((x * f, y * f, w * f, h * f), round(float(peaks[i]), 4)))
+            box = (x * f, y * f, w * f, h * f)
+            if self.outline:
+                box = plate_outline(grey, box) or box
+            boxes.append(PlateBox(box, round(float(peaks[i]), 4)))
         boxes.sort(key=lambda b: -b.score)
         return boxes

@@ -229,6 +229,33 @@ def row_crop(
     return crop, (bx, by, int(out_w), int(out_h))
 
 
+def plate_outline(
+    grey: np.ndarray, box: tuple[float, float, float, float],
+) -> tuple[float, float, float, float] | None:
+    """The plate's own light rectangle inside a detector ``box``, or None when none stands out.
+
+    Why: a box from the detector often spans the plate's surround too (a bumper recess, a
+    dealer frame), and rows and crops cut from it hold that surround's text and edges. A
+    plate is the largest light, plate-shaped region of its box (Otsu's threshold); a dark
+    plate or one merged with a light bumper has none, and the box stays as it is.
+    """
+    x, y, w, h = box
+    full_h, full_w = grey.shape[:2]
+    x0, y0 = max(0, int(x - 0.05 * w)), max(0, int(y - 0.1 * h))
+    x1, y1 = min(full_w, int(x + 1.05 * w)), min(full_h, int(y + 1.1 * h))
+    if x1 - x0 < 16 or y1 - y0 < 8:
+        return None
+    sub = cv2.GaussianBlur(grey[y0:y1, x0:x1], (3, 3), 0)
+    _, light = cv2.threshold(sub, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    contours, _ = cv2.findContours(light, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    area = float(sub.shape[0] * sub.shape[1])
+    for contour in sorted(contours, key=cv2.contourArea, reverse=True)[:3]:
+        rx, ry, rw, rh = cv2.boundingRect(contour)
+        if rh >= 8 and 1.3 <= rw / rh <= 4.0 and 0.12 * area <= rw * rh <= 0.9 * area:
+            return (float(x0 + rx), float(y0 + ry), float(rw), float(rh))
+    return None
+
+
 #: A detected plate is brought to about this height (px) before its rows are looked for:
 #: the row finder's thresholds suit characters of 20-60 px.
 PLATE_ROW_HEIGHT = 80.0
