@@ -425,3 +425,14 @@ def test_a_closer_look_never_opens_for_a_car_that_is_not_inside(looking) -> None
     source.closer = (glimpse("AB128CD"),)
     kind, outcome = lot.one(EXIT, Read("AB128CD"), _smeared("AB128CD"))
     assert not outcome.open and outcome.reason == "no_entry_record" and source.looks == 1
+
+
+def test_no_closer_look_for_a_repeat_photo_of_a_car_already_let_out(looking) -> None:
+    lot, source = looking
+    sid = paid_session(lot, "AB123CD")
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert (outcome.open, outcome.session_id) == (True, sid)
+    lot.clock.advance(2)                          # the exit camera fires again as the car drives off
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), _smeared("AB123CD"))
+    assert kind == "same_vehicle" and outcome is None
+    assert source.looks == 0 and lot.runners[EXIT].counters.closer_looks == 0

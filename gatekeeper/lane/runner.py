@@ -38,14 +38,13 @@ from gatekeeper.lane.ports import (
     Frame,
     FrameSource,
     GateListener,
-    Glimpse,
     LaneStore,
     PlateReader,
     WholePlate,
 )
 from gatekeeper.lane.recorder import DecisionRecorder
-from gatekeeper.lane.sequence import DecisionSequence, LaneCounters
-from gatekeeper.rules import Policy, Reason, normalise_plate
+from gatekeeper.lane.sequence import CloserLook, DecisionSequence, LaneCounters
+from gatekeeper.rules import Policy, normalise_plate
 from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -316,8 +315,9 @@ class LaneRunner:
                 frame=frame,
                 source="camera",
                 by="camera",
-                photos=self._closer_look(result.text if result else "", vehicle.photos, frame),
+                photos=vehicle.photos,
                 guesses=vehicle.guesses(),
+                closer_look=self._closer_look_at(frame),
             )
         except StoreError as exc:
             # Refused or the disk is full: the sequence already logged it (one line, no traceback),
@@ -334,25 +334,12 @@ class LaneRunner:
         self._notify(kind, outcome)
         return kind
 
-    def _closer_look(
-        self, plate: str, photos: list[tuple[Glimpse, ...]], frame: Frame | None
-    ) -> list[tuple[Glimpse, ...]]:
-        """At an exit, before a vehicle is left to the attendant as unread or unmatched: its plate box
-        read again deblurred, added to the frame's crops (docs/anpr.md, "Closer look")."""
-        if not self.closer_look or self.lane.direction != "exit" or frame is None or not photos:
-            return photos
-        preview = self.recorder.decide(normalise_plate(plate), now=self.clock.now(), photos=photos)
-        if preview.open or preview.reason not in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD):
-            return photos
-        extra = self.frame_reader.closer_look(frame)
-        self.counters.closer_looks += 1
-        if not extra:
-            return photos
-        closer = [*photos[:-1], (*photos[-1], *extra)]
-        # The added crops count only for a match the stricter closer-look score accepts outright
-        # (no string fallback); that best candidate then passes the lane's own thresholds too.
-        strict = self.recorder.policy.thresholds.for_closer_look()
-        return closer if self.recorder.scored_match(closer, strict) is not None else photos
+    def _closer_look_at(self, frame: Frame | None) -> CloserLook | None:
+        """At an exit: the frame's plate box read again deblurred, for the sequence to ask for only
+        before it leaves a vehicle to the attendant (docs/anpr.md, "Closer look")."""
+        if not self.closer_look or self.lane.direction != "exit" or frame is None:
+            return None
+        return lambda: self.frame_reader.closer_look(frame)
 
     def _notify(self, kind: str, outcome: LaneOutcome | None) -> None:
         notify_all(self._vehicle_listeners, kind, outcome, lane=self.id)

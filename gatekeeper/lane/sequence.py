@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from datetime import datetime
+from typing import Callable, Sequence
 
 from gatekeeper.lane.actuation import Actuator
 from gatekeeper.lane.evidence import MAX_PHOTOS, Recent, SameVehicleHoldOff
@@ -77,6 +78,7 @@ class DecisionSequence:
         by: str,
         photos: Sequence[tuple[Glimpse, ...]] = (),
         guesses: Sequence[str] = (),
+        closer_look: CloserLook | None = None,
     ) -> LaneOutcome | None:
         """The outcome, or None for a camera read the hold-off took for the same vehicle again.
 
@@ -84,6 +86,12 @@ class DecisionSequence:
         new evidence joins the earlier one and it is decided again, which may now open (paid
         meanwhile, read now); the same refusal again is only noted (``same_vehicle`` event,
         not sent). After an opening it is never decided again.
+
+        ``closer_look`` (an exit camera's deblurred plate box, docs/anpr.md "Closer look") is
+        asked only when the decision would leave the vehicle to the attendant as unread or
+        unmatched, and its crops count only for a match the stricter closer-look score accepts
+        outright. It runs under the decision lock (about 0.7 s, only for such vehicles): the
+        decision it may change is the one being made.
         """
         plate = normalise_plate(plate_read)
         evidence = tuple(photos)
@@ -96,6 +104,8 @@ class DecisionSequence:
             if earlier is not None and not earlier.opened:
                 evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
             decision = self.recorder.decide(plate, now=now, photos=evidence)
+            if closer_look is not None and evidence and _unmatched(decision) and not (earlier and earlier.opened):
+                evidence, decision = self._closer(plate, now, evidence, decision, closer_look)
             if earlier is not None and (
                 (earlier.opened and decision.plate == earlier.plate)
                 or (not earlier.opened and not decision.open
@@ -138,6 +148,21 @@ class DecisionSequence:
             f", fee due {decision.fee_due}" if decision.fee_due else "",
         )
         return outcome
+
+    def _closer(
+        self, plate: str, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...], decision: Decision,
+        closer_look: "CloserLook",
+    ) -> tuple[tuple[tuple[Glimpse, ...], ...], Decision]:
+        """The decision again with the closer look's crops added to the latest photo, when they give
+        a strict outright match; otherwise the evidence and decision as they were."""
+        extra = tuple(closer_look())
+        self.counters.closer_looks += 1
+        if not extra:
+            return evidence, decision
+        closer = (*evidence[:-1], (*evidence[-1], *extra))
+        if self.recorder.scored_match(closer, self.recorder.policy.thresholds.for_closer_look()) is None:
+            return evidence, decision
+        return closer, self.recorder.decide(plate, now=now, photos=closer)
 
     def _remember_alternates(self, session_id: int, plate: str, evidence: Sequence[tuple[Glimpse, ...]]) -> None:
         """After the barrier moved: an exit match aid only, so a failure costs nothing but a log line."""
@@ -219,6 +244,15 @@ class DecisionSequence:
             source=source,
             photo=photo,
         )
+
+
+#: An exit camera's second, deblurred look at the vehicle's latest frame: its extra crops.
+CloserLook = Callable[[], Sequence[Glimpse]]
+
+
+def _unmatched(decision: Decision) -> bool:
+    """Refused as unread or with no session found: the refusals a closer look may undo."""
+    return not decision.open and decision.reason in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD)
 
 
 def _reason(decision: Decision) -> str:
