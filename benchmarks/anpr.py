@@ -2,7 +2,7 @@
 
     python benchmarks/anpr.py --data ../shared/bench/plates [--out DIR] [--region us] [--limit N] [--misses]
                               [--runtime onnx|torch] [--model-dir DIR]
-        [--detector on|off] [--detector-rows N] [--perturb blur|dark|bright|small|crop] [--second-look on|off]
+        [--detector on|off] [--detector-rows N] [--perturb blur|dark|bright|small|crop] [--second-look on|off] [--plate-bands on|off]
 
 The data folder holds one sub-folder per region (``us``, ``eu``, ``br``); each
 image ``NAME.jpg`` has ``NAME.txt`` beside it: ``NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``.
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector-model", type=Path, help="another plate detector .onnx (no checksum)")
     parser.add_argument("--plate-bonus", type=float, help="score added to rows inside a detected box (0.15)")
     parser.add_argument("--detector-rows", type=int, help="rows from detected plate boxes added to OpenCV's (2)")
+    parser.add_argument("--plate-bands", choices=("on", "off"), default="on",
+                        help="read the surest plate box in bands when no row reads well (PlateReader plate_bands)")
     parser.add_argument("--second-look", choices=("on", "off"), default="on",
                         help="off: no second look at frames whose first-look rows read nothing sure (as before)")
     parser.add_argument("--perturb", choices=("none", "blur", "dark", "bright", "small", "crop"), default="none",
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     extra = {} if args.second_look == "on" else {"second_look_rows": 0}
+    if args.plate_bands == "off":
+        extra["plate_bands"] = False
     if args.detector == "on":
         from gatekeeper.vision.plate_detector import DETECTOR_SHA256, PlateDetector
         model = {"model_file": args.detector_model, "sha256": None} if args.detector_model else {"sha256": DETECTOR_SHA256}
@@ -229,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "detector": args.detector,
         "perturb": args.perturb,
         "second_look": args.second_look,
+        "plate_bands": args.plate_bands,
     }
     print(f"overall: {summary['overall']}")
     print(f"runtime {args.runtime}: reader load {load_s:.2f} s, first read {summary['first_read_ms']:.0f} ms, "

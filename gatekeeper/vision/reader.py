@@ -35,6 +35,7 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     stretch_contrast,
     find_more_rows,
     find_text_rows,
+    plate_bands,
     rows_in_plate_box,
 )
 from gatekeeper.vision.deblur import deblurred_crops
@@ -199,6 +200,13 @@ CLOSER_LOOK_BOXES = 1
 #: ... and recognises this many of its crops per call (the first look reads up to about as many).
 CLOSER_LOOK_BATCH = 6
 
+#: A read from a sure box's bands (:func:`plate_bands`, when no row gave a plate) is taken only
+#: through a listed layout and at least this sure: the bands also cut the state's name and the
+#: dealer's text, which read as plates now and then (dev sample, docs/anpr.md "Plate bands").
+BAND_READ_MIN_CONFIDENCE = 0.9
+#: ... and the bands are read when the rows' best reading is below this (or below ``min_confidence``).
+BANDS_BELOW = 0.5
+
 #: A detector box at least this sure is also read whole (:func:`box_row`), unless a row covers it.
 BOX_ROW_MIN_SCORE = 0.9
 #: ... its middle band of this share of the box's height is the line. 0.4-0.6 covered 1-3 more dev views
@@ -266,6 +274,7 @@ class PlateReader:
         plate_bonus: float = PLATE_BONUS,
         second_look_below: float = SECOND_LOOK_BELOW,
         second_look_rows: int = 4,
+        plate_bands: bool = True,
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -281,6 +290,7 @@ class PlateReader:
         self._plate_bonus = plate_bonus
         self._second_look_below = second_look_below
         self._second_look_rows = second_look_rows
+        self._plate_bands = plate_bands
         started = time.perf_counter()
         self._recognizer: Recognizer | None = recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
@@ -310,14 +320,20 @@ class PlateReader:
             grammar = self._grammars[region] = PlateGrammar.for_region(region, self._formats)
         return grammar
 
-    def _candidates(self, grey: np.ndarray, work: np.ndarray, scale: float) -> list[_Candidate]:
+    def _boxes(self, grey: np.ndarray) -> "list[PlateBox]":
+        """The detector's plate boxes, surest first (none without a detector)."""
+        return list(self._detector.detect(grey)[: self._max_candidates]) if self._detector is not None else []
+
+    def _candidates(
+        self, grey: np.ndarray, work: np.ndarray, scale: float, boxes: "Sequence[PlateBox] | None" = None,
+    ) -> list[_Candidate]:
         """OpenCV's whole-frame rows, plus up to ``detector_rows`` rows found inside the detector's
         plate boxes where OpenCV has none; rows inside a box get ``plate_bonus``. The detector
         only adds and marks (measured: letting its rows replace OpenCV's, or rank first, lost reads)."""
         rows = find_text_rows(work, max_rows=self._max_candidates)
         if self._detector is None:
             return [_Candidate(row, i) for i, row in enumerate(rows)]
-        boxes = self._detector.detect(grey)[: self._max_candidates]
+        boxes = self._boxes(grey) if boxes is None else boxes
         added = 0
         for det in boxes if self._detector_rows > 0 else []:
             for row in rows_in_plate_box(grey, det.box, scale, max_rows=1):
@@ -370,6 +386,23 @@ class PlateReader:
                 cand.add(decoded[0], crop, box)
             if evidence is not None:
                 evidence.append((cand, _glimpse(probs, alphabet, decoded)))
+
+    def _read_bands(
+        self, grey: np.ndarray, grammar: PlateGrammar, boxes: "Sequence[PlateBox]",
+    ) -> list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]]:
+        """The surest plate box read in bands (:func:`plate_bands`): each band's evidence, its grammar
+        reading (or None) and the crop with the box, for a photo no row gave a plate."""
+        assert self._recognizer is not None
+        sure = [d for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: 1 if self._plate_bands else 0]
+        jobs = [(crop, tuple(int(round(v)) for v in d.box)) for d in sure for crop in plate_bands(grey, d.box)]
+        alphabet = self._recognizer.alphabet
+        out = []
+        for i in range(0, len(jobs), CLOSER_LOOK_BATCH):
+            batch = jobs[i: i + CLOSER_LOOK_BATCH]
+            for (crop, box), probs in zip(batch, self._recognizer.probabilities([c for c, _ in batch])):
+                decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
+                out.append((_glimpse(probs, alphabet, decoded), decoded[0] if decoded else None, (crop, box)))
+        return out
 
     def closer_look(
         self,
@@ -430,7 +463,8 @@ class PlateReader:
         grey, ox, oy = _grey_in(image, roi)
         scale = min(1.0, self._work_size / max(grey.shape[:2]))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        candidates = self._candidates(grey, work, scale)
+        boxes = self._boxes(grey)
+        candidates = self._candidates(grey, work, scale, boxes)
         t1 = time.perf_counter()
         glimpses: list[tuple[_Candidate, Glimpse]] = []
         overlays: list[TextRow] = []
@@ -465,15 +499,21 @@ class PlateReader:
         # Rows later found to be part of a timestamp are no evidence of a plate.
         kept = {id(c) for c in candidates}
         evidence = tuple(g for c, g in glimpses if id(c) in kept)
-        if best is None or best.leader is None:
-            log.debug("no plate (%d candidates, %.0f ms)", len(candidates), timings["total"])
+        confidence = min(1.0, best.votes[best.leader] / views) if best is not None and best.leader else 0.0
+        banded = self._read_bands(grey, grammar, boxes) if confidence < max(self.min_confidence, BANDS_BELOW) else []
+        evidence += tuple(g for g, _, _ in banded)
+        sure = [(d, crop, box) for _, d, (crop, box) in banded
+                if d is not None and not d.fallback and d.confidence >= BAND_READ_MIN_CONFIDENCE]
+        if sure:        # the plate box's bands read a plate the rows did not
+            decoded, crop, (x, y, w, h) = max(sure, key=lambda s: s[0].confidence)
+            plate, confidence = decoded.plate, decoded.confidence
+            timings["total"] = (time.perf_counter() - t0) * 1000
+        elif best is None or best.leader is None or confidence < self.min_confidence:
+            log.debug("no plate (%d candidates, %d bands, %.0f ms)", len(candidates), len(banded), timings["total"])
             return Observation(None, evidence)
-        plate = best.leader
-        decoded, crop, (x, y, w, h) = best.best[plate]
-        confidence = min(1.0, best.votes[plate] / views)
-        if confidence < self.min_confidence:
-            log.debug("best plate %s below min confidence (%.2f)", plate, confidence)
-            return Observation(None, evidence)
+        else:
+            plate = best.leader
+            decoded, crop, (x, y, w, h) = best.best[plate]
         return Observation(PlateRead(
             text=decoded.text,
             normalised=normalise(plate),
