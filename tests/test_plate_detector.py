@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gatekeeper.vision.plate_finder import plate_outline, row_crop
+from gatekeeper.vision.plate_finder import BAND_CENTRES, BAND_SHARES, plate_bands, plate_outline, row_crop
 from gatekeeper.vision.reader import FIRST_VIEW, PLATE_BONUS, PlateReader, box_row, rows_in_plate_box
 from gatekeeper.vision.recognizer import ModelNotFoundError
 from gatekeeper.vision.plate_detector import DETECTOR_FILE, DetectorModelError, PlateBox, PlateDetector
@@ -174,13 +174,15 @@ def test_plate_boxes_with_no_separate_characters_are_read_whole() -> None:
               for top, bottom in ((403, 466), (404, 464), (402, 467))
               for over, thick in ((2, 4), (1, 3), (3, 6))]
     exact = {}
-    for box_rows in (0, 1):
+    for box_rows, bands in ((0, False), (1, False), (0, True)):
         with PlateReader(region="us", min_confidence=0.3, detector=_Boxes((220, 360, 520, 130)),
-                         box_rows=box_rows) as reader:
+                         box_rows=box_rows, plate_bands=bands) as reader:
             reads = [reader.read(car) for _, car in frames]
-        exact[box_rows] = sum(r is not None and r.normalised == text for (text, _), r in zip(frames, reads))
-    # Measured when written: 4 of 27 from the rows in the box alone, 11 with the box read whole.
-    assert exact[1] >= exact[0] + 4 and exact[1] >= 9
+        exact[box_rows, bands] = sum(r is not None and r.normalised == text for (text, _), r in zip(frames, reads))
+    # Measured when written: 4 of 27 from the rows in the box alone, 11 with the box read whole,
+    # 9 with the box's bands read when no row reads well.
+    assert exact[1, False] >= exact[0, False] + 4 and exact[1, False] >= 9
+    assert exact[0, True] >= exact[0, False] + 3
 
 def test_box_row_is_the_middle_band_of_the_box_in_working_pixels() -> None:
     row = box_row((100.0, 50.0, 200.0, 40.0), 0.5)
@@ -250,3 +252,23 @@ def test_detector_boxes_are_narrowed_to_the_plate_inside_the_blob() -> None:
     (narrowed,) = _MarksTheRecess(recess).detect(grey)
     assert _iou(raw.box, plate) < 0.5
     assert _iou(narrowed.box, plate) >= 0.9 and narrowed.score == raw.score
+
+
+def test_plate_bands_are_full_width_slices_of_the_box_padded_with_background() -> None:
+    grey = np.full((300, 600), 200, np.uint8)
+    grey[100:200, 100:300] = 90
+    bands = plate_bands(grey, (100.0, 100.0, 200.0, 100.0))
+    assert len(bands) == len(BAND_SHARES) * len(BAND_CENTRES)
+    heights = {b.shape[0] for b in bands}
+    assert all(any(abs(h - 100 * share) <= 1 for share in BAND_SHARES) for h in heights)
+    for band in bands:
+        assert band.shape[1] == pytest.approx(200 * 1.04 + 2 * (band.shape[0] // 2), abs=2)
+    assert plate_bands(grey, (590.0, 295.0, 8.0, 4.0)) == []      # too small to cut
+
+
+def test_bands_of_a_blank_plate_are_evidence_but_no_read(detector: PlateDetector) -> None:
+    blank = draw_plate_scene("", seed=3)
+    with PlateReader(region="us", detector=_Boxes((220, 360, 520, 130))) as reader:
+        seen = reader.observe(blank)
+    assert seen.read is None
+    assert len(seen.evidence) >= len(BAND_SHARES) * len(BAND_CENTRES)
