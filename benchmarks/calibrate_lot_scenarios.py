@@ -86,7 +86,7 @@ def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, p
            alternates: dict[str, dict[str, float]] | None = None, closer_look: bool = True) -> Any:
     """The exit decision as the lane makes it: with ``closer_look`` and a view that has one (the cache of
     ``calibrate_matching.py --closer-look``), an unread or unmatched vehicle is decided again with its
-    deblurred crops added to the photo (``LaneRunner._closer_look``)."""
+    deblurred crops added to the photo (``DecisionSequence._closer``)."""
     plates = [s.plate for s in sessions]
 
     def once(evidence: list) -> Any:
