@@ -615,7 +615,9 @@ def test_barrier_stays_open_while_presence_is_active(tmp_path: Path) -> None:
         loop.drive_high()  # the car has gone
         assert barrier.wait_for_state("closed", 2)
         assert relay.state is False
-        assert [e["kind"] for e in store.events()] == ["entry", "alarm", "passed"]
+        kinds = [e["kind"] for e in store.events()]
+        # The alarm repeats each close timeout the car stays: once or more, by how long it stood.
+        assert kinds[0] == "entry" and kinds[-1] == "passed" and len(kinds) >= 3 and set(kinds[1:-1]) == {"alarm"}
         assert store.events(kinds=["alarm"])[0]["reason"] == "close_timeout"
     finally:
         barrier.close()
