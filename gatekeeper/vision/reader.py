@@ -392,16 +392,21 @@ class PlateReader:
     ) -> list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]]:
         """The surest plate box read in bands (:func:`plate_bands`): each band's evidence, its grammar
         reading (or None) and the crop with the box, for a photo no row gave a plate."""
-        assert self._recognizer is not None
         sure = [d for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: 1 if self._plate_bands else 0]
         jobs = [(crop, tuple(int(round(v)) for v in d.box)) for d in sure for crop in plate_bands(grey, d.box)]
+        return [(glimpse, decoded[0] if decoded else None, job)
+                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
+
+    def _recognise(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[tuple[Glimpse, list[Decoded]]]:
+        """Each crop's evidence and grammar reading, :data:`CLOSER_LOOK_BATCH` crops per call: one batch
+        of thirty grows the runtime's memory arena for good."""
+        assert self._recognizer is not None
         alphabet = self._recognizer.alphabet
         out = []
-        for i in range(0, len(jobs), CLOSER_LOOK_BATCH):
-            batch = jobs[i: i + CLOSER_LOOK_BATCH]
-            for (crop, box), probs in zip(batch, self._recognizer.probabilities([c for c, _ in batch])):
+        for i in range(0, len(crops), CLOSER_LOOK_BATCH):
+            for probs in self._recognizer.probabilities(crops[i: i + CLOSER_LOOK_BATCH]):
                 decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
-                out.append((_glimpse(probs, alphabet, decoded), decoded[0] if decoded else None, (crop, box)))
+                out.append((_glimpse(probs, alphabet, decoded), decoded))
         return out
 
     def closer_look(
@@ -429,13 +434,7 @@ class PlateReader:
                                              pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
         if not crops:
             return ()
-        grammar = self._grammar(region or self.region)
-        alphabet = self._recognizer.alphabet
-        # A few crops per call: one batch of thirty would grow the runtime's memory arena for good.
-        probabilities = [p for i in range(0, len(crops), CLOSER_LOOK_BATCH)
-                         for p in self._recognizer.probabilities(crops[i: i + CLOSER_LOOK_BATCH])]
-        return tuple(_glimpse(probs, alphabet, grammar.decode(reduce_probabilities(probs, alphabet), top=1))
-                     for probs in probabilities)
+        return tuple(glimpse for glimpse, _ in self._recognise(crops, self._grammar(region or self.region)))
 
     def read(
         self,
