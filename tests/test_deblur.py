@@ -70,3 +70,16 @@ def test_closer_look_without_a_detector_or_a_plate_gives_nothing(reader) -> None
         assert plain.closer_look(draw_plate_scene("KB-482-TR")) == ()
     assert reader.closer_look(np.full((540, 960, 3), 120, np.uint8)) == ()
     assert reader.closer_look(np.zeros((0, 0), np.uint8)) == ()
+
+
+def test_each_sharpened_copy_is_cut_as_the_box_row_and_the_character_band() -> None:
+    from gatekeeper.vision.deblur import CLOSER_BAND, deblurred_crops
+    from gatekeeper.vision.reader import FIRST_VIEW, box_row
+
+    grey = np.full((300, 600), 180, np.uint8)            # a blank plate: no row inside it to cut
+    box = (200.0, 100.0, 200.0, 100.0)
+    crops = deblurred_crops(grey, box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
+                            pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)
+    assert len(crops) == 2 * len(kernel_bank())
+    bands = crops[1::2]
+    assert all(abs(b.shape[0] - CLOSER_BAND[0] * 100) <= 1 for b in bands)   # the band, not the whole box

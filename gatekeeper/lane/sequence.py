@@ -90,7 +90,7 @@ class DecisionSequence:
         ``closer_look`` (an exit camera's deblurred plate box, docs/anpr.md "Closer look") is
         asked only when the decision would leave the vehicle to the attendant as unread or
         unmatched, and its crops count only for a match the stricter closer-look score accepts
-        outright. It runs under the decision lock (about 0.7 s, only for such vehicles): the
+        outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
         decision it may change is the one being made.
         """
         plate = normalise_plate(plate_read)

@@ -263,7 +263,10 @@ BAND_SHARES = (0.45, 0.55, 0.65)
 BAND_CENTRES = (0.45, 0.5, 0.55, 0.6)
 
 
-def plate_bands(grey: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:
+def plate_bands(
+    grey: np.ndarray, box: tuple[float, float, float, float], *,
+    shares: tuple[float, ...] = BAND_SHARES, centres: tuple[float, ...] = BAND_CENTRES,
+) -> list[np.ndarray]:
     """Horizontal bands of a plate box, each a crop for the recogniser (contrast stretched, with
     half a band's height of plain background each side, as :func:`row_crop` pads its rows).
 
@@ -274,8 +277,8 @@ def plate_bands(grey: np.ndarray, box: tuple[float, float, float, float]) -> lis
     full_h, full_w = grey.shape[:2]
     xa, xb = int(max(0, x - 0.02 * w)), int(min(full_w, x + 1.02 * w))
     crops = []
-    for share in BAND_SHARES:
-        for centre in BAND_CENTRES:
+    for share in shares:
+        for centre in centres:
             ya, yb = int(max(0, y + (centre - share / 2) * h)), int(min(full_h, y + (centre + share / 2) * h))
             if yb - ya < 6 or xb - xa < 10:
                 continue

@@ -418,7 +418,7 @@ class PlateReader:
     ) -> tuple[Glimpse, ...]:
         """The probabilities of the surest plate box read again deblurred (:mod:`gatekeeper.vision.deblur`).
 
-        For a vehicle the lane would otherwise hand to the attendant: about 0.7 s CPU. No plate
+        For a vehicle the lane would otherwise hand to the attendant: about 1-1.5 s CPU. No plate
         detector configured, or no box found: nothing (the OpenCV rows are already read).
         """
         if self._recognizer is None:
