@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
 from gatekeeper.lane.recorder import score  # noqa: E402
-from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff, decide_exit, scored_choice  # noqa: E402
+from gatekeeper.rules import (  # noqa: E402
+    MatchThresholds, Policy, SessionView, Tariff, decide_exit, scored_choice, unmatched_refusal,
+)
 from gatekeeper.vision.reader import Glimpse  # noqa: E402
 from gatekeeper.vision.scoring import single_swaps  # noqa: E402
 
@@ -79,29 +81,27 @@ def lots(views: list[dict], kinds: set[str]) -> list[tuple[dict, list, str, Any,
     return out
 
 
-CLOSER_LOOK_REASONS = ("no_plate", "no_entry_record")
-
-
 def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, policy: Policy, tariff: Tariff,
            alternates: dict[str, dict[str, float]] | None = None, closer_look: bool = True) -> Any:
     """The exit decision as the lane makes it: with ``closer_look`` and a view that has one (the cache of
     ``calibrate_matching.py --closer-look``), an unread or unmatched vehicle is decided again with its
-    deblurred crops added to the photo (``DecisionSequence._closer``)."""
+    deblurred crops added to the photo (``DecisionSequence._closer``, ``DecisionRecorder.decide_closer``)."""
     plates = [s.plate for s in sessions]
 
-    def once(evidence: list) -> Any:
-        ranked = score(evidence, plates, is_whole=is_whole, outside_prior=policy.thresholds.outside_prior,
-                       alternates=alternates)
-        return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=ranked)
+    def ranked(evidence: list) -> Any:
+        return score(evidence, plates, is_whole=is_whole, outside_prior=policy.thresholds.outside_prior,
+                     alternates=alternates)
 
-    d = once(photos)
-    if closer_look and "closer_matrices" in view and not d.open and d.reason in CLOSER_LOOK_REASONS:
+    def once(scores: Any) -> Any:
+        return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=scores)
+
+    d = once(ranked(photos))
+    if closer_look and "closer_matrices" in view and unmatched_refusal(d):
         extra = tuple(Glimpse(m.astype(np.float64), tuple(f)) for m, f in zip(view["closer_matrices"], view["closer_free"]))
-        closer = [*photos[:-1], (*photos[-1], *extra)]
-        strict = policy.thresholds.for_closer_look()
-        ranked = score(closer, plates, is_whole=is_whole, outside_prior=strict.outside_prior, alternates=alternates)
-        if extra and scored_choice(ranked, strict) is not None:
-            d = once(closer)
+        if extra:
+            closer = ranked([*photos[:-1], (*photos[-1], *extra)])
+            if scored_choice(closer, policy.thresholds.for_closer_look()) is not None:
+                d = once(closer)
     return d
 
 

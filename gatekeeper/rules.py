@@ -385,6 +385,11 @@ def scored_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> st
     return None
 
 
+def unmatched_refusal(decision: "Decision") -> bool:
+    """Refused as unread or with no session found: the refusals an exit's closer look may undo."""
+    return not decision.open and decision.reason in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD)
+
+
 def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) -> bool:
     """The best candidate fits the evidence, but another fits nearly as well: an attendant must choose."""
     return (

@@ -22,7 +22,7 @@ from typing import Literal, Mapping, Sequence
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import (
-    Decision, MatchThresholds, PlateScores, Policy, SessionView, decide_entry, decide_exit, scored_choice,
+    Decision, PlateScores, Policy, SessionView, decide_entry, decide_exit, scored_choice,
 )
 from gatekeeper.vision.scoring import alternatives, rank_photos, single_swaps
 
@@ -71,27 +71,27 @@ class DecisionRecorder:
                 plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
             )
         sessions = self.store.inside_sessions()
-        return decide_exit(
-            plate,
-            now=now,
-            sessions=sessions,
-            tariff=self.store.tariff(),
-            lists=self.store.list_entries(),
-            policy=self.policy,
-            scores=self._score_sessions(photos, sessions, self.policy.thresholds) if photos else None,
-        )
+        return self._decide_exit(plate, now, sessions, self._score_sessions(photos, sessions) if photos else None)
 
-    def scored_match(self, photos: Sequence[Sequence[Glimpse]], thresholds: MatchThresholds) -> str | None:
-        """The plate of the session inside that ``photos`` spell clearly enough under ``thresholds``
-        (score, margin and free gap all met; no string fallback), else None."""
-        return scored_choice(self._score_sessions(photos, self.store.inside_sessions(), thresholds), thresholds)
+    def decide_closer(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]]) -> Decision | None:
+        """The exit decision on ``photos`` (the closer look's crops added) when they give a match the
+        closer look's stricter thresholds accept outright (no string fallback), else None."""
+        sessions = self.store.inside_sessions()
+        ranked = self._score_sessions(photos, sessions)
+        if scored_choice(ranked, self.policy.thresholds.for_closer_look()) is None:
+            return None
+        return self._decide_exit(plate, now, sessions, ranked)
 
-    def _score_sessions(
-        self, photos: Sequence[Sequence[Glimpse]], sessions: Sequence[SessionView], thresholds: MatchThresholds
-    ) -> PlateScores | None:
+    def _decide_exit(
+        self, plate: str, now: datetime, sessions: Sequence[SessionView], scores: PlateScores | None,
+    ) -> Decision:
+        return decide_exit(plate, now=now, sessions=sessions, tariff=self.store.tariff(),
+                           lists=self.store.list_entries(), policy=self.policy, scores=scores)
+
+    def _score_sessions(self, photos: Sequence[Sequence[Glimpse]], sessions: Sequence[SessionView]) -> PlateScores | None:
         """The sessions inside (their plates and entry alternates) ranked on ``photos``."""
         return score(photos, [s.plate for s in sessions], is_whole=self.is_whole,
-                     outside_prior=thresholds.outside_prior,
+                     outside_prior=self.policy.thresholds.outside_prior,
                      alternates={s.plate: dict(s.alternates) for s in sessions if s.alternates})
 
     def record(

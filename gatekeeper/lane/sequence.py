@@ -20,7 +20,7 @@ from gatekeeper.lane.outcome import LaneOutcome, Source
 from gatekeeper.lane.photos import PhotoKeeper
 from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, Recorded
 from gatekeeper.lane.recorder import NO_READ, DecisionRecorder
-from gatekeeper.rules import Action, Decision, Reason, normalise_plate
+from gatekeeper.rules import Action, Decision, Reason, normalise_plate, unmatched_refusal
 from gatekeeper.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class DecisionSequence:
             if earlier is not None and not earlier.opened:
                 evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
             decision = self.recorder.decide(plate, now=now, photos=evidence)
-            if closer_look is not None and evidence and _unmatched(decision) and not (earlier and earlier.opened):
+            if closer_look is not None and evidence and unmatched_refusal(decision) and not (earlier and earlier.opened):
                 evidence, decision = self._closer(plate, now, evidence, decision, closer_look)
             if earlier is not None and (
                 (earlier.opened and decision.plate == earlier.plate)
@@ -160,9 +160,8 @@ class DecisionSequence:
         if not extra:
             return evidence, decision
         closer = (*evidence[:-1], (*evidence[-1], *extra))
-        if self.recorder.scored_match(closer, self.recorder.policy.thresholds.for_closer_look()) is None:
-            return evidence, decision
-        return closer, self.recorder.decide(plate, now=now, photos=closer)
+        again = self.recorder.decide_closer(plate, now=now, photos=closer)
+        return (evidence, decision) if again is None else (closer, again)
 
     def _remember_alternates(self, session_id: int, plate: str, evidence: Sequence[tuple[Glimpse, ...]]) -> None:
         """After the barrier moved: an exit match aid only, so a failure costs nothing but a log line."""
@@ -248,11 +247,6 @@ class DecisionSequence:
 
 #: An exit camera's second, deblurred look at the vehicle's latest frame: its extra crops.
 CloserLook = Callable[[], Sequence[Glimpse]]
-
-
-def _unmatched(decision: Decision) -> bool:
-    """Refused as unread or with no session found: the refusals a closer look may undo."""
-    return not decision.open and decision.reason in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD)
 
 
 def _reason(decision: Decision) -> str:
