@@ -272,3 +272,17 @@ def test_bands_of_a_blank_plate_are_evidence_but_no_read(detector: PlateDetector
         seen = reader.observe(blank)
     assert seen.read is None
     assert len(seen.evidence) >= len(BAND_SHARES) * len(BAND_CENTRES)
+
+
+def test_a_partial_read_of_the_rows_is_read_again_in_bands() -> None:
+    """A ring (a bolt's washer, a sticker) around the last character breaks the row of
+    character blobs there: the rows read ``8KDW44``, a fallback layout the lane takes as no
+    plate. The box's bands still read the whole plate, so they are read for such a partial too."""
+    car = draw_plate_scene("8KDW442", seed=1)
+    cv2.circle(car, (665, 430), 30, (0, 0, 0), 6)
+    with PlateReader(region="us", detector=_Boxes((220, 360, 520, 130)), plate_bands=False) as reader:
+        rows_only = reader.read(car)
+    with PlateReader(region="us", detector=_Boxes((220, 360, 520, 130))) as reader:
+        banded = reader.read(car)
+    assert rows_only is not None and rows_only.normalised == "8KDW44"       # the partial the lane refuses
+    assert banded is not None and banded.normalised == "8KDW442" and banded.confidence >= 0.9

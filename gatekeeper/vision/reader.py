@@ -204,7 +204,8 @@ CLOSER_LOOK_BATCH = 6
 #: through a listed layout and at least this sure: the bands also cut the state's name and the
 #: dealer's text, which read as plates now and then (dev sample, docs/anpr.md "Plate bands").
 BAND_READ_MIN_CONFIDENCE = 0.9
-#: ... and the bands are read when the rows' best reading is below this (or below ``min_confidence``).
+#: ... and the bands are read when the rows' best reading is below this (or below ``min_confidence``),
+#: or is only a fallback layout's (``NW252`` of ``ANW2529``): the lane takes no such read as a plate.
 BANDS_BELOW = 0.5
 
 #: A detector box at least this sure is also read whole (:func:`box_row`), unless a row covers it.
@@ -499,7 +500,9 @@ class PlateReader:
         kept = {id(c) for c in candidates}
         evidence = tuple(g for c, g in glimpses if id(c) in kept)
         confidence = min(1.0, best.votes[best.leader] / views) if best is not None and best.leader else 0.0
-        banded = self._read_bands(grey, grammar, boxes) if confidence < max(self.min_confidence, BANDS_BELOW) else []
+        partial = best is not None and best.leader is not None and best.best[best.leader][0].fallback
+        unsure = confidence < max(self.min_confidence, BANDS_BELOW)
+        banded = self._read_bands(grey, grammar, boxes) if unsure or partial else []
         evidence += tuple(g for g, _, _ in banded)
         sure = [(d, crop, box) for _, d, (crop, box) in banded
                 if d is not None and not d.fallback and d.confidence >= BAND_READ_MIN_CONFIDENCE]
