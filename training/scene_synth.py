@@ -7,6 +7,7 @@ signs and shop fronts with text, a camera's burned-in timestamp, foliage-like no
 the plates are drawn in US (2:1, state name and slogan), EU (4.7:1, blue strip) and
 Brazilian (3:1, Mercosur band or old grey) styles with characters from
 :mod:`training.plate_synth` (same layouts and typefaces as the recogniser's training),
+often mounted in a dealer frame or a bumper recess (warped with the plate, not labelled),
 and then warped in perspective and spoilt as cameras spoil them (blur, motion, glare,
 exposure, noise, JPEG). Plates span 18..440 px of a 960 px-wide working frame: a
 40x20 px plate in 1920x1080 up to half the frame.
@@ -38,6 +39,9 @@ STATES = ["CALIFORNIA", "TEXAS", "NEW YORK", "FLORIDA", "ARIZONA", "OHIO", "ILLI
           "OREGON", "VIRGINIA", "MICHIGAN", "COLORADO", "UTAH", "Maryland", "Texas", "New Jersey"]
 SLOGANS = ["SUNSHINE STATE", "EMPIRE STATE", "GRAND CANYON STATE", "dmv.ca.gov", "THE LONE STAR STATE",
            "LAND OF LINCOLN", "GARDEN STATE", "PEACH STATE"]
+DEALERS = ["TOYOTA OF HOLLYWOOD", "HONDA WORLD", "DRIVE SAFE", "CARMAX", "SUBARU", "FORD COUNTRY", "AUTONATION",
+           "www.bestautos.com", "LAKESIDE MOTORS", "I'D RATHER BE FISHING", "VALLEY CHEVROLET", "UNIVERSITY OF TEXAS",
+           "NISSAN", "BMW OF SAN DIEGO", "855-555-0142", "ARMY", "MOTORS", "HYUNDAI"]
 CITIES = ["SAO PAULO", "RIO DE JANEIRO", "CURITIBA", "BELO HORIZONTE", "PORTO ALEGRE", "RECIFE"]
 
 
@@ -199,6 +203,21 @@ class SceneSynth:
         if rng.random() < 0.4:
             th = max(4, int(h * rng.uniform(0.03, 0.07)))
             self._text(img, rng.choice(WORDS), (x + w // 2 - 2 * th, y + int(h * 0.38)), th, rng.uniform(0, 255))
+        # Where US detections strayed: the bumper's lit edge with its shadow, exhausts, reflectors.
+        if rng.random() < 0.5:
+            by, bt = y + int(h * rng.uniform(0.7, 0.9)), max(2, int(h * rng.uniform(0.02, 0.08)))
+            cv2.rectangle(img, (x, by), (x + w, by + bt), rng.uniform(150, 255), -1)
+            cv2.rectangle(img, (x, by + bt), (x + w, by + 2 * bt), rng.uniform(0, 60), -1)
+        if rng.random() < 0.4:
+            ex = x + int(w * rng.choice([rng.uniform(0.1, 0.3), rng.uniform(0.7, 0.9)]))
+            ey, ew = y + int(h * rng.uniform(0.88, 0.98)), max(2, int(w * rng.uniform(0.03, 0.08)))
+            cv2.ellipse(img, (ex, ey), (ew, max(1, int(ew * rng.uniform(0.4, 0.8)))), 0, 0, 360, rng.uniform(150, 240), -1)
+            cv2.ellipse(img, (ex, ey), (max(1, int(ew * 0.75)), max(1, int(ew * 0.45))), 0, 0, 360, rng.uniform(0, 50), -1)
+        if rng.random() < 0.3:
+            rw, rh = max(2, w // 10), max(1, h // 30)
+            ry = y + int(h * rng.uniform(0.75, 0.9))
+            for rx in (x + w // 15, x + w - w // 15 - rw):
+                cv2.rectangle(img, (rx, ry), (rx + rw, ry + rh), rng.uniform(40, 200), -1)
 
     # ----------------------------------------------------------------- plates
     def plate(self, width: int) -> np.ndarray:
@@ -262,6 +281,45 @@ class SceneSynth:
                 cv2.circle(plate, (bx, max(2, height // 8)), max(1, height // 25), rng.uniform(60, 200), -1)
         return plate
 
+    def _mount(self, flat: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The plate in a dealer frame and/or a bumper recess: (the mounted image, the plate's offset in it).
+
+        US photos are full of both: a frame's bars and its dealer text, and the recess's edges, look
+        like a larger plate to a detector that has never seen them apart from one."""
+        rng = self.rng
+        img, (ox, oy) = flat, (0, 0)
+        ph, pw = flat.shape
+        if rng.random() < 0.6:      # dealer frame: side bars, a thin top bar, a deep bottom bar with text
+            side, top, bottom = (max(1, int(pw * rng.uniform(0.02, 0.07))), max(1, int(ph * rng.uniform(0.04, 0.2))),
+                                 max(2, int(ph * rng.uniform(0.1, 0.35))))
+            tone = rng.choice([rng.uniform(0, 60), rng.uniform(150, 240)])
+            framed = np.full((ph + top + bottom, pw + 2 * side), tone, np.float32)
+            framed[top: top + ph, side: side + pw] = img
+            ink = (tone + rng.uniform(90, 200)) % 256
+            if bottom >= 5:
+                self._text(framed, rng.choice(DEALERS), (int(pw * rng.uniform(0.1, 0.3)), top + ph + bottom // 6),
+                           max(3, int(bottom * 0.55)), ink)
+            if top >= 5 and rng.random() < 0.5:
+                self._text(framed, rng.choice(DEALERS), (int(pw * rng.uniform(0.15, 0.35)), top // 8),
+                           max(3, int(top * 0.6)), ink)
+            img, ox, oy = framed, ox + side, oy + top
+        if rng.random() < 0.6:      # bumper recess: a shaded pocket wider and taller than the plate
+            h, w = img.shape
+            mx, my = int(pw * rng.uniform(0.08, 0.45)), int(ph * rng.uniform(0.15, 0.7))
+            tone = rng.uniform(10, 230)
+            pocket = np.full((h + 2 * my, w + 2 * mx), tone, np.float32)
+            shade = np.linspace(rng.uniform(-50, 0), rng.uniform(0, 50), pocket.shape[0], dtype=np.float32)[:, None]
+            pocket += shade
+            edge = max(1, int(min(mx, my) * rng.uniform(0.1, 0.4)))
+            cv2.rectangle(pocket, (0, 0), (pocket.shape[1] - 1, pocket.shape[0] - 1),
+                          float(np.clip(tone + rng.choice([-1, 1]) * rng.uniform(30, 100), 0, 255)), edge)
+            if rng.random() < 0.3:  # a lamp or a handle in the pocket's top edge
+                lx = int(pocket.shape[1] * rng.uniform(0.3, 0.6))
+                cv2.rectangle(pocket, (lx, edge), (lx + max(2, pw // 6), edge + max(1, my // 3)), rng.uniform(150, 255), -1)
+            pocket[my: my + h, mx: mx + w] = img
+            img, ox, oy = pocket, ox + mx, oy + my
+        return img, (ox, oy)
+
     # ----------------------------------------------------------------- composition
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """(grey uint8 size x size, float32 mask size/STRIDE square in 0..1)."""
@@ -279,9 +337,13 @@ class SceneSynth:
             flat = self.plate(pw)
             ph = flat.shape[0]
             cx, cy = rng.uniform(0.1, 0.9) * W, rng.uniform(0.1, 0.9) * H
-            if rng.random() < 0.8:   # the car around it
+            on_car = rng.random() < 0.8
+            if on_car:   # the car around it
                 cw, ch = int(pw * rng.uniform(3.0, 5.0)), int(pw * rng.uniform(1.6, 3.0))
                 self._car_body(img, (int(cx - cw / 2), int(cy - ch * 0.72), cw, ch), with_plate_space=True)
+            # The plate's mount: a dealer frame and a bumper recess are drawn around it and warped with
+            # it, but only the plate is labelled, so the detector's blob stops at the plate's edge.
+            mount, (ox, oy) = self._mount(flat) if on_car and rng.random() < 0.6 else (flat, (0, 0))
             # Perspective: rotation, yaw/pitch foreshortening, shear.
             src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
             ang = math.radians(rng.gauss(0, 6))
@@ -295,11 +357,14 @@ class SceneSynth:
                 u *= rng.uniform(0.97, 1.03)
                 dst.append([cx + u * math.cos(ang) - v * math.sin(ang), cy + u * math.sin(ang) + v * math.cos(ang)])
             dst = np.float32(dst)
-            m = cv2.getPerspectiveTransform(src, dst)
-            warped = cv2.warpPerspective(flat, m, (W, H), flags=cv2.INTER_AREA if pw > 200 else cv2.INTER_LINEAR)
-            alpha = cv2.warpPerspective(np.ones_like(flat), m, (W, H), flags=cv2.INTER_LINEAR)
+            m = cv2.getPerspectiveTransform(src, dst) @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64)
+            flags = cv2.INTER_AREA if pw > 200 else cv2.INTER_LINEAR
+            warped = cv2.warpPerspective(mount, m, (W, H), flags=flags)
+            alpha = cv2.warpPerspective(np.ones_like(mount), m, (W, H), flags=cv2.INTER_LINEAR)
+            on_plate = np.zeros_like(mount)
+            on_plate[oy: oy + ph, ox: ox + pw] = 1.0
             img = img * (1 - alpha) + warped * alpha
-            mask = np.maximum(mask, alpha)
+            mask = np.maximum(mask, cv2.warpPerspective(on_plate, m, (W, H), flags=cv2.INTER_LINEAR))
             if rng.random() < 0.15:   # glare across the plate
                 g = np.zeros((H, W), np.float32)
                 cv2.ellipse(g, (int(cx + rng.uniform(-0.4, 0.4) * pw), int(cy)),

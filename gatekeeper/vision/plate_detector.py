@@ -26,7 +26,7 @@ __all__ = ["DETECTOR_FILE", "DETECTOR_SHA256", "DetectorModelError", "PlateBox",
 
 DETECTOR_FILE = Path(__file__).resolve().parent / "models" / "plate_det.onnx"
 #: SHA-256 of the shipped ``plate_det.onnx`` (training/README.md says how it was made).
-DETECTOR_SHA256 = "b7237f8bc5d6d5529eeab80e91fe85387b0ffde8b8cec453d7542c906fef3153"
+DETECTOR_SHA256 = "56bfd886e176edb8bd385e418ac4a826a753f7cc3c2aa73f911693c4b2baaed5"
 
 #: The network's output is this much smaller than its input.
 STRIDE = 4
