@@ -78,7 +78,10 @@ class FrameReader:
         roi: tuple[int, int, int, int] | None,
         on_error: Callable[[str], None],
         beat: Callable[[], None],
+        after_read: Callable[[], object] | None = None,
     ) -> None:
+        """``after_read`` runs under the lock after each read and closer look (the daemon hands
+        the reader's freed buffers back to the system there; ``service/memory.py``)."""
         self.lane_id = lane_id
         self.reader = reader
         self.lock = lock
@@ -86,6 +89,7 @@ class FrameReader:
         self.roi = roi
         self.on_error = on_error
         self.beat = beat
+        self.after_read = after_read
         self.reads = 0
 
     def read(self, frame: Frame) -> tuple[PlateRead | None, tuple[Glimpse, ...]]:
@@ -98,6 +102,7 @@ class FrameReader:
                     read, glimpses = seen.read, tuple(seen.evidence)
                 else:
                     read, glimpses = self.reader.read(frame.image, region=self.region, roi=self.roi), ()
+                self._done()
         except Exception as exc:
             self.on_error(f"reader: {exc}")
             log.exception("lane %s: reading frame %s failed; skipping it", self.lane_id, frame.seq)
@@ -107,6 +112,10 @@ class FrameReader:
             log.debug("lane %s frame %s: %s (%.2f)", self.lane_id, frame.seq, read.text, read.confidence)
         return read, glimpses
 
+    def _done(self) -> None:
+        if self.after_read is not None:
+            self.after_read()
+
     def closer_look(self, frame: Frame) -> tuple[Glimpse, ...]:
         """The frame's plate read again deblurred (``PlateReader.closer_look``); () from a reader without it."""
         look = getattr(self.reader, "closer_look", None)
@@ -115,7 +124,9 @@ class FrameReader:
         try:
             with self.lock:
                 self.beat()
-                return tuple(look(frame.image, region=self.region, roi=self.roi))
+                glimpses = tuple(look(frame.image, region=self.region, roi=self.roi))
+                self._done()
+                return glimpses
         except Exception as exc:
             self.on_error(f"reader: {exc}")
             log.exception("lane %s: closer look at frame %s failed; deciding without it", self.lane_id, frame.seq)

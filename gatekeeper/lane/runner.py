@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, is_dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from gatekeeper.config import AnprConfig, LaneConfig, Settings, StorageConfig
 from gatekeeper.hardware.display import make_display
@@ -77,6 +77,7 @@ class LaneRunner:
         decision_lock: threading.RLock | None = None,
         on_change: ChangeNotifier | None = None,
         clock: Clock | None = None,
+        after_read: Callable[[], object] | None = None,
     ) -> None:
         self.lane = lane
         self.closer_look = closer_look
@@ -90,7 +91,7 @@ class LaneRunner:
         self._vehicle_listeners: list[VehicleListener] = []
         self.frame_reader = FrameReader(
             lane_id=lane.id, reader=reader, lock=reader_lock or threading.Lock(), region=region, roi=lane.roi,
-            on_error=self.counters.error, beat=self._beat,
+            on_error=self.counters.error, beat=self._beat, after_read=after_read,
         )
         whole = is_whole or whole_plate_check(region or "eu")
         self.evidence = EvidenceGatherer(

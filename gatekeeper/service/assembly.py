@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from gatekeeper.config import AnprConfig, LaneConfig, Settings
 from gatekeeper.hardware.barrier import Barrier
 from gatekeeper.lane import ConsolidatorFactory, GrabberLike, LaneRunner, ReaderLike
+from gatekeeper.service.memory import release_free_heap
 from gatekeeper.store import Store
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def build_lane(
         reader_lock=reader_lock,
         decision_lock=decision_lock,
         on_change=on_change,
+        after_read=release_free_heap,
     )
 
 
