@@ -211,8 +211,10 @@ class SceneSynth:
         if rng.random() < 0.4:
             ex = x + int(w * rng.choice([rng.uniform(0.1, 0.3), rng.uniform(0.7, 0.9)]))
             ey, ew = y + int(h * rng.uniform(0.88, 0.98)), max(2, int(w * rng.uniform(0.03, 0.08)))
-            cv2.ellipse(img, (ex, ey), (ew, max(1, int(ew * rng.uniform(0.4, 0.8)))), 0, 0, 360, rng.uniform(150, 240), -1)
-            cv2.ellipse(img, (ex, ey), (max(1, int(ew * 0.75)), max(1, int(ew * 0.45))), 0, 0, 360, rng.uniform(0, 50), -1)
+            rim = (ew, max(1, int(ew * rng.uniform(0.4, 0.8))))
+            cv2.ellipse(img, (ex, ey), rim, 0, 0, 360, rng.uniform(150, 240), -1)
+            bore = (max(1, int(ew * 0.75)), max(1, int(ew * 0.45)))
+            cv2.ellipse(img, (ex, ey), bore, 0, 0, 360, rng.uniform(0, 50), -1)
         if rng.random() < 0.3:
             rw, rh = max(2, w // 10), max(1, h // 30)
             ry = y + int(h * rng.uniform(0.75, 0.9))
@@ -315,7 +317,8 @@ class SceneSynth:
                           float(np.clip(tone + rng.choice([-1, 1]) * rng.uniform(30, 100), 0, 255)), edge)
             if rng.random() < 0.3:  # a lamp or a handle in the pocket's top edge
                 lx = int(pocket.shape[1] * rng.uniform(0.3, 0.6))
-                cv2.rectangle(pocket, (lx, edge), (lx + max(2, pw // 6), edge + max(1, my // 3)), rng.uniform(150, 255), -1)
+                lamp = (lx + max(2, pw // 6), edge + max(1, my // 3))
+                cv2.rectangle(pocket, (lx, edge), lamp, rng.uniform(150, 255), -1)
             pocket[my: my + h, mx: mx + w] = img
             img, ox, oy = pocket, ox + mx, oy + my
         return img, (ox, oy)

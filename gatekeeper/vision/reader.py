@@ -199,7 +199,7 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 CLOSER_LOOK_BOXES = 1
 #: ... and recognises this many of its crops per call (so do the plate bands). A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
-#: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Memory").
+#: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
 CLOSER_LOOK_BATCH = 3
 
 #: A read from a sure box's bands (:func:`plate_bands`, when no row gave a plate) is taken only
