@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (``find_library`` runs ``ldconfig``): not at import time."""
     name = ctypes.util.find_library("c")
     if not name:
         return None
@@ -49,13 +52,11 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     return done
 
 
-_TRIM = getattr(_libc(), "malloc_trim", None)
-
-
 def release_free_heap() -> bool:
     """Give the heap's free pages back to the system (glibc ``malloc_trim``); False where there is
     no such call. The daemon runs it after each plate read (this module's docstring says why)."""
-    if _TRIM is None:
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
         return False
-    _TRIM(0)
+    trim(0)
     return True

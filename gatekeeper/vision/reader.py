@@ -197,10 +197,10 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 #: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
 CLOSER_LOOK_BOXES = 1
-#: ... and recognises this many of its crops per call (so do the plate bands). A call's activations
+#: The closer look and the plate bands recognise this many crops per call. A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
 #: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
-CLOSER_LOOK_BATCH = 3
+RECOGNISE_BATCH = 3
 
 #: A read from a sure box's bands (:func:`plate_bands`, when no row gave a plate) is taken only
 #: through a listed layout and at least this sure: the bands also cut the state's name and the
@@ -401,13 +401,13 @@ class PlateReader:
                 for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
 
     def _recognise(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[tuple[Glimpse, list[Decoded]]]:
-        """Each crop's evidence and grammar reading, :data:`CLOSER_LOOK_BATCH` crops per call: one batch
+        """Each crop's evidence and grammar reading, :data:`RECOGNISE_BATCH` crops per call: one batch
         of thirty grows the runtime's memory arena for good."""
         assert self._recognizer is not None
         alphabet = self._recognizer.alphabet
         out = []
-        for i in range(0, len(crops), CLOSER_LOOK_BATCH):
-            for probs in self._recognizer.probabilities(crops[i: i + CLOSER_LOOK_BATCH]):
+        for i in range(0, len(crops), RECOGNISE_BATCH):
+            for probs in self._recognizer.probabilities(crops[i: i + RECOGNISE_BATCH]):
                 decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
                 out.append((_glimpse(probs, alphabet, decoded), decoded))
         return out
