@@ -559,6 +559,18 @@ def test_after_the_hold_off_the_plate_is_a_new_vehicle(lot: Lot) -> None:
     assert lot.decided(ENTRY, "AB123CD").reason == "already_inside"
 
 
+def test_a_vehicle_that_left_since_is_a_new_arrival_within_the_hold_off(lot: Lot) -> None:
+    """In and straight out again (a free stay): the same plate at the entry moments later is a car
+    arriving again, not the one it let in still waiting at the barrier."""
+    first = lot.decided(ENTRY, "AB123CD")
+    lot.clock.advance(3)
+    assert lot.decided(EXIT, "AB123CD").reason == "free_stay"
+    lot.clock.advance(2)  # within same_vehicle_s = 10 of the entry
+    again = lot.decided(ENTRY, "AB123CD")
+    assert again.open and again.reason == "entry" and again.session_id != first.session_id
+    assert lot.events("same_vehicle") == [] and len(lot.store.sessions()) == 2
+
+
 def test_refused_twice_within_hold_off_is_one_denial(lot: Lot) -> None:
     lot.enter("AB123CD")
     lot.clock.advance(timedelta(hours=1))

@@ -284,6 +284,7 @@ class Recent:
     last_seen: float
     photos: tuple[tuple[Glimpse, ...], ...] = ()
     guesses: tuple[str, ...] = ()
+    session_id: int | None = None   # the session its decision started or matched
 
 
 class SameVehicleHoldOff:
@@ -314,12 +315,16 @@ class SameVehicleHoldOff:
 
     def remember(
         self, *, read: str, plate: str, opened: bool, reason: str, photos: tuple[tuple[Glimpse, ...], ...],
-        guesses: tuple[str, ...] = (), replaces: Recent | None = None,
+        guesses: tuple[str, ...] = (), replaces: Recent | None = None, session_id: int | None = None,
     ) -> None:
-        if replaces is not None and replaces in self._recent:
-            self._recent.remove(replaces)
+        self.forget(replaces)
         merged = tuple(dict.fromkeys((*guesses, *(replaces.guesses if replaces is not None else ()))))
-        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos, merged))
+        self._recent.append(Recent(read, plate, opened, reason, self._clock.monotonic(), photos, merged, session_id))
+
+    def forget(self, recent: Recent | None) -> None:
+        """No longer the vehicle at this lane (e.g. it has left the lot since)."""
+        if recent is not None and recent in self._recent:
+            self._recent.remove(recent)
 
     def seen_again(self, recent: Recent, photos: tuple[tuple[Glimpse, ...], ...]) -> None:
         """The same vehicle again with no new decision: its window starts over, its evidence grows."""

@@ -98,6 +98,9 @@ class DecisionSequence:
         with self.decision_lock:
             now = self.clock.now()
             earlier = self.hold_off.earlier(plate, tuple(guesses)) if source == "camera" else None
+            if earlier is not None and self._left_since(earlier):
+                self.hold_off.forget(earlier)
+                earlier = None
             if earlier is not None and earlier.opened and plate:
                 self._same_vehicle(earlier, evidence, plate_read, frame, None)
                 return None
@@ -135,7 +138,7 @@ class DecisionSequence:
             if source == "camera":
                 self.hold_off.remember(
                     read=plate, plate=decision.plate, opened=decision.open, reason=_reason(decision),
-                    photos=evidence, guesses=tuple(guesses), replaces=earlier,
+                    photos=evidence, guesses=tuple(guesses), replaces=earlier, session_id=recorded.session_id,
                 )
         self.actuator.show_decision(decision, plate=decision.plate or plate)
         self.wake()
@@ -162,6 +165,13 @@ class DecisionSequence:
         closer = (*evidence[:-1], (*evidence[-1], *extra))
         again = self.recorder.decide_closer(plate, now=now, photos=closer)
         return (evidence, decision) if again is None else (closer, again)
+
+    def _left_since(self, earlier: Recent) -> bool:
+        """A vehicle let in whose session has been closed since (it left through an exit, or an
+        attendant closed it) is no longer waiting here: the same plate again is a new arrival."""
+        if self.recorder.direction != "entry" or not earlier.opened or earlier.session_id is None:
+            return False
+        return all(s.id != earlier.session_id for s in self.recorder.store.inside_sessions())
 
     def _remember_alternates(self, session_id: int, plate: str, evidence: Sequence[tuple[Glimpse, ...]]) -> None:
         """After the barrier moved: an exit match aid only, so a failure costs nothing but a log line."""
