@@ -13,6 +13,7 @@ The shipped model's SHA-256 is checked at load: a missing or altered file is a c
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,14 @@ STRIDE = 4
 #: Grey-level standard deviation below which a box cannot hold a plate's characters.
 MIN_CONTRAST = 12.0
 
+#: A blob's core is its cells of at least this share of the blob's peak probability.
+CORE_SHARE = 0.98
+
+#: Below this grey-level standard deviation a box is a flat frame for any purpose (the exit's
+#: closer look asks for boxes down to it: a washed-out or dark exit photo keeps its plate's
+#: characters at a standard deviation of 7-9).
+FLAT_CONTRAST = 4.0
+
 
 class DetectorModelError(ModelNotFoundError):
     """The plate detector model is missing, altered or unreadable; the message names the file."""
@@ -46,6 +55,12 @@ class PlateBox:
 
     box: tuple[float, float, float, float]
     score: float
+    #: The blob's core: its cells of at least :data:`CORE_SHARE` of the peak, unnarrowed. On a blurred
+    #: plate the blob spreads into its surround and the outline finds no edge, while the core
+    #: stays on the characters (the exit's closer look reads it too; docs/anpr.md).
+    core: tuple[float, float, float, float] | None = None
+    #: Grey-level standard deviation over the blob's box (:data:`MIN_CONTRAST` and up by default).
+    contrast: float = math.inf
 
 
 def _load_checked(path: Path, sha256: str | None) -> bytes:
@@ -118,10 +133,11 @@ class PlateDetector:
         prob = 1.0 / (1.0 + np.exp(-logits))
         return prob[: -(-wh // STRIDE), : -(-ww // STRIDE)], scale, work
 
-    def detect(self, image: np.ndarray) -> list[PlateBox]:
+    def detect(self, image: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> list[PlateBox]:
         """Plate boxes, most certain first. A blob of cells above ``extent`` x ``threshold`` is one
         plate, kept when its peak reaches the threshold (hysteresis keeps faint plate ends attached;
-        calibrated on the dev sample: a lower extent merges plates with bumpers and grilles)."""
+        calibrated on the dev sample: a lower extent merges plates with bumpers and grilles) and its
+        box's grey levels vary by ``min_contrast`` (standard deviation)."""
         if image is None or image.size == 0 or image.ndim not in (2, 3):
             raise ValueError("not an image")
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -140,11 +156,22 @@ class PlateDetector:
             # A plate has characters: a box with hardly any contrast (a flat or blinded frame,
             # which the network never saw in training) is not one.
             cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
-            if cells.size == 0 or float(cells.std()) < MIN_CONTRAST:
+            contrast = float(cells.std()) if cells.size else 0.0
+            if contrast < max(min_contrast, FLAT_CONTRAST):
                 continue
             box = (x * f, y * f, w * f, h * f)
             if self.outline:
                 box = plate_outline(grey, box) or box
-            boxes.append(PlateBox(box, round(float(peaks[i]), 4)))
+            core = _core(prob, labels, stats[i, :4], i, peaks[i], f)
+            boxes.append(PlateBox(box, round(float(peaks[i]), 4), core, round(contrast, 1)))
         boxes.sort(key=lambda b: -b.score)
         return boxes
+
+
+def _core(prob: np.ndarray, labels: np.ndarray, stat: np.ndarray, label: int, peak: float, f: float,
+          ) -> tuple[float, float, float, float]:
+    """The box of blob ``label``'s cells of at least :data:`CORE_SHARE` of its ``peak``, in image pixels."""
+    x, y, w, h = (int(v) for v in stat)
+    cells = (labels[y: y + h, x: x + w] == label) & (prob[y: y + h, x: x + w] >= CORE_SHARE * peak)
+    ys, xs = np.nonzero(cells)
+    return ((x + xs.min()) * f, (y + ys.min()) * f, (xs.max() - xs.min() + 1) * f, (ys.max() - ys.min() + 1) * f)

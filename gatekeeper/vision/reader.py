@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 class PlateFinder(Protocol):
     """Where plates are in a frame (:class:`gatekeeper.vision.plate_detector.PlateDetector`)."""
 
-    def detect(self, image: np.ndarray) -> "Sequence[PlateBox]": ...
+    def detect(self, image: np.ndarray, *, min_contrast: float = ...) -> "Sequence[PlateBox]": ...
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,24 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 #: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
 CLOSER_LOOK_BOXES = 1
+#: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
+CORE_SAME_IOU = 0.9
+
+
+def _closer_boxes(finder: "PlateFinder", grey: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
+    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
+    plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
+    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
+    from gatekeeper.vision.plate_detector import FLAT_CONTRAST, MIN_CONTRAST
+
+    found = list(finder.detect(grey, min_contrast=FLAT_CONTRAST))
+    sure = [d for d in found if d.contrast >= MIN_CONTRAST][:CLOSER_LOOK_BOXES]
+    out = [d.box for d in sure]
+    core = found[0].core if found else None
+    if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
+        out.append(core)
+    return out
 #: The closer look and the plate bands recognise this many crops per call. A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
 #: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
@@ -432,8 +450,8 @@ class PlateReader:
             grey, _, _ = _grey_in(image, roi)
         except ValueError:      # not an image, or the roi outside it: the first look said so already
             return ()
-        crops = [crop for box in self._detector.detect(grey)[:CLOSER_LOOK_BOXES]
-                 for crop in deblurred_crops(grey, box.box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
+        crops = [crop for box in _closer_boxes(self._detector, grey)
+                 for crop in deblurred_crops(grey, box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
                                              pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
         if not crops:
             return ()
