@@ -63,6 +63,43 @@ def test_closer_look_reads_a_motion_blurred_plate_the_first_look_cannot(reader, 
     assert _best(closer, truth) > -0.5 and any(truth in g.readings for g in closer)
 
 
+def test_closer_look_reads_a_washed_out_plate_below_the_first_looks_contrast_floor(reader) -> None:
+    """An exit photo washed out (a tenth of the contrast) and smeared: the first look has no plate box
+    and no crop; the closer look takes the surest blob down to a flat frame's floor and reads it."""
+    from gatekeeper.vision.plate_detector import FLAT_CONTRAST, MIN_CONTRAST
+
+    car = cv2.resize(draw_plate_scene("KB-482-TR", seed=3), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    smeared = cv2.filter2D(car, -1, motion_kernel(9, 0.0))
+    washed = np.clip(150 + 0.1 * (smeared.astype(np.float32) - 128), 0, 255).astype(np.uint8)
+    grey = cv2.cvtColor(washed, cv2.COLOR_BGR2GRAY)
+    assert reader._detector.detect(grey) == []
+    faint = reader._detector.detect(grey, min_contrast=FLAT_CONTRAST)
+    assert faint and FLAT_CONTRAST <= faint[0].contrast < MIN_CONTRAST
+    assert reader.observe(washed).read is None
+    assert _best(reader.closer_look(washed), "KB482TR") > -0.5
+
+
+def test_the_closer_look_adds_the_blobs_core_where_it_is_elsewhere() -> None:
+    from gatekeeper.vision.plate_detector import PlateBox
+    from gatekeeper.vision.reader import _closer_boxes
+
+    class Found:
+        def __init__(self, *boxes: PlateBox) -> None:
+            self.boxes = list(boxes)
+
+        def detect(self, image: np.ndarray, *, min_contrast: float = 0.0) -> list[PlateBox]:
+            return [b for b in self.boxes if b.contrast >= min_contrast]
+
+    grey = np.zeros((100, 100), np.uint8)
+    wide = PlateBox((0, 0, 400, 80), 0.99, core=(150, 20, 100, 40), contrast=30.0)
+    assert _closer_boxes(Found(wide), grey) == [(0, 0, 400, 80), (150, 20, 100, 40)]
+    tight = PlateBox((150, 20, 100, 40), 0.99, core=(152, 21, 98, 39), contrast=30.0)
+    assert _closer_boxes(Found(tight), grey) == [(150, 20, 100, 40)]           # its core is the box
+    faint = PlateBox((500, 300, 120, 60), 0.999, core=(510, 310, 100, 40), contrast=8.0)
+    assert _closer_boxes(Found(faint, wide), grey) == [(0, 0, 400, 80), (510, 310, 100, 40)]
+    assert _closer_boxes(Found(), grey) == []
+
+
 def test_closer_look_without_a_detector_or_a_plate_gives_nothing(reader) -> None:
     from gatekeeper.vision.reader import PlateReader
 
