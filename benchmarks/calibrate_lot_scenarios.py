@@ -1,7 +1,8 @@
 """Exit decisions on cached evidence, in four kinds of lot: the shipped matching point, and a grid.
 
     PYTHONPATH=. python benchmarks/calibrate_lot_scenarios.py --cache FILE
-        [--prior -8] [--T -2.5] [--M 3] [--G 6] [--kinds exit1,exit2] [--show]
+        [--prior -8] [--T -2.5] [--M 3] [--G 6] [--C -0.75] [--CS -1.5] [--CM 5] [--CG 6]
+        [--kinds exit1,exit2] [--show]
 
 ``FILE`` is the evidence of ``benchmarks/calibrate_matching.py --cache FILE`` (the real reader on
 every bench photo and two seeded perturbed exit copies). Every exit view is decided by the lane's
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
 from gatekeeper.lane.recorder import score  # noqa: E402
 from gatekeeper.rules import (  # noqa: E402
-    MatchThresholds, Policy, SessionView, Tariff, decide_exit, scored_choice, unmatched_refusal,
+    MatchThresholds, Policy, SessionView, Tariff, closer_choice, decide_exit, unmatched_refusal,
 )
 from gatekeeper.vision.reader import Glimpse  # noqa: E402
 from gatekeeper.vision.scoring import single_swaps  # noqa: E402
@@ -100,7 +101,7 @@ def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, p
         extra = tuple(Glimpse(m.astype(np.float64), tuple(f)) for m, f in zip(view["closer_matrices"], view["closer_free"]))
         if extra:
             closer = ranked([*photos[:-1], (*photos[-1], *extra)])
-            if scored_choice(closer, policy.thresholds.for_closer_look()) is not None:
+            if closer_choice(closer, policy.thresholds) is not None:
                 d = once(closer)
     return d
 
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--G", type=float, nargs="+", default=[MatchThresholds.max_free_gap])
     parser.add_argument("--C", type=float, nargs="+", default=[MatchThresholds.closer_min_score],
                         help="min score of a match that rests on the closer look")
+    parser.add_argument("--CS", type=float, nargs="+", default=[MatchThresholds.closer_clear_score],
+                        help="min score of a clear closer-look match (with --CM margin and --CG gap)")
+    parser.add_argument("--CM", type=float, nargs="+", default=[MatchThresholds.closer_clear_margin])
+    parser.add_argument("--CG", type=float, nargs="+", default=[MatchThresholds.closer_clear_gap])
     parser.add_argument("--kinds", default="exit1,exit2", help="views to decide (entry, exit1, exit2)")
     parser.add_argument("--show", action="store_true", help="list every shut and wrong decision")
     parser.add_argument("--no-closer-look", action="store_true", help="ignore the cache's deblurred crops")
@@ -145,13 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         views = pickle.load(fh)["views"]
     cases = lots(views, set(args.kinds.split(",")))
     print(f"{len(cases)} views ({args.kinds}); scenarios {', '.join(SCENARIOS)}")
-    print("| prior | T | M | G | C | inside right | inside wrong | outside wrong | twin_in right | twin_in wrong "
-          "| twin_out wrong |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for prior, t, m, g, c in itertools.product(args.prior, args.T, args.M, args.G, args.C):
-        r = tally(cases, MatchThresholds(t, m, g, prior, c), show=args.show, closer_look=not args.no_closer_look)
+    print("| prior | T | M | G | C | CS/CM/CG | inside right | inside wrong | outside wrong | twin_in right "
+          "| twin_in wrong | twin_out wrong |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for prior, t, m, g, c, cs, cm, cg in itertools.product(args.prior, args.T, args.M, args.G, args.C,
+                                                           args.CS, args.CM, args.CG):
+        r = tally(cases, MatchThresholds(t, m, g, prior, c, cs, cm, cg), show=args.show,
+                  closer_look=not args.no_closer_look)
         n = r["inside"][0]
-        print(f"| {prior} | {t} | {m} | {g} | {c} | {r['inside'][1]}/{n} ({100 * r['inside'][1] / max(1, n):.1f}%) "
+        print(f"| {prior} | {t} | {m} | {g} | {c} | {cs}/{cm}/{cg} "
+              f"| {r['inside'][1]}/{n} ({100 * r['inside'][1] / max(1, n):.1f}%) "
               f"| {r['inside'][2]} | {r['outside'][2]} | {r['twin_in'][1]}/{r['twin_in'][0]} | {r['twin_in'][2]} "
               f"| {r['twin_out'][2]}/{r['twin_out'][0]} |", flush=True)
     return 0

@@ -168,6 +168,19 @@ class AnprConfig(Section):
         description="closed-vocabulary matching: per-character log-probability a match needs when it rests on "
         "the exit's closer look (deblurred crops)",
     )
+    closer_look_clear_score: float = Field(
+        MatchThresholds.closer_clear_score, ge=-10, le=0,
+        description="closed-vocabulary matching: a closer-look match scoring below closer_look_min_score but "
+        "at least this is taken when it is clear (closer_look_clear_margin, closer_look_clear_gap)",
+    )
+    closer_look_clear_margin: float = Field(
+        MatchThresholds.closer_clear_margin, ge=0, le=50,
+        description="closed-vocabulary matching: nats a clear closer-look match beats the runner-up by",
+    )
+    closer_look_clear_gap: float = Field(
+        MatchThresholds.closer_clear_gap, ge=0, le=50,
+        description="closed-vocabulary matching: nats the free reading may be likelier than a clear closer-look match",
+    )
     match_outside_prior: float = Field(
         MatchThresholds.outside_prior, ge=-30, le=0,
         description="closed-vocabulary matching: log prior of a look-alike twin of a candidate that is not one "
@@ -178,7 +191,8 @@ class AnprConfig(Section):
     def match_thresholds(self) -> MatchThresholds:
         return MatchThresholds(
             self.match_min_score, self.match_min_margin, self.match_max_free_gap, self.match_outside_prior,
-            self.closer_look_min_score,
+            self.closer_look_min_score, self.closer_look_clear_score, self.closer_look_clear_margin,
+            self.closer_look_clear_gap,
         )
 
 

@@ -240,10 +240,21 @@ class MatchThresholds:
     #: ``min_score_norm`` for a match that needs the exit's closer look (deblurred crops): thirty
     #: sharpened copies give a wrong plate more chances to read well (docs/anpr.md, "Closer look").
     closer_min_score: float = -0.75
+    #: A closer-look match that scores below ``closer_min_score`` but at least ``closer_clear_score``
+    #: is still taken when it is clear: ``closer_clear_margin`` nats over the runner-up and a free
+    #: reading at most ``closer_clear_gap`` nats likelier (docs/anpr.md, "Closer look at the blob's core").
+    closer_clear_score: float = -1.5
+    closer_clear_margin: float = 5.0
+    closer_clear_gap: float = 6.0
 
-    def for_closer_look(self) -> "MatchThresholds":
-        """These thresholds with the closer look's stricter score."""
-        return replace(self, min_score_norm=max(self.min_score_norm, self.closer_min_score))
+    def for_closer_look(self) -> tuple["MatchThresholds", ...]:
+        """The thresholds a match resting on the closer look must clear, any one of them: the
+        stricter score, or the clear match's lower score with its wider margin and narrower gap."""
+        strict = replace(self, min_score_norm=max(self.min_score_norm, self.closer_min_score))
+        clear = replace(self, min_score_norm=max(self.min_score_norm, self.closer_clear_score),
+                        min_margin=max(self.min_margin, self.closer_clear_margin),
+                        max_free_gap=min(self.max_free_gap, self.closer_clear_gap))
+        return strict, clear
 
 
 @dataclass(frozen=True)
@@ -383,6 +394,12 @@ def scored_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> st
     ):
         return scores.best
     return None
+
+
+def closer_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> str | None:
+    """The best candidate of evidence that includes the closer look, when it clears one of the
+    closer look's threshold sets (:meth:`MatchThresholds.for_closer_look`)."""
+    return next((c for c in (scored_choice(scores, t) for t in thresholds.for_closer_look()) if c), None)
 
 
 def unmatched_refusal(decision: "Decision") -> bool:

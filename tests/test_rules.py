@@ -404,3 +404,18 @@ def test_entry_scores_only_let_privileged_plates_into_a_full_lot() -> None:
     assert (d.open, d.reason, d.plate) == (True, Reason.ENTRY_ALLOWED, "PERMIT1")
     weak = Scores("PERMIT1", -1.5, float("inf"), 5.0, (("PERMIT1", -10.0),))
     assert _decide_entry("PERM1T7", now=NOW, lot=lot, lists=allow, policy=STRICT, scores=weak).reason == Reason.FULL
+
+
+def test_a_closer_look_match_is_taken_when_sure_or_clear_never_when_merely_close() -> None:
+    """The closer look's matches: sure (-0.75 per character), or clear (-1.5 with 5 nats over the
+    runner-up and the free reading within 6 nats); a weaker or closer-run match is not taken."""
+    from gatekeeper.rules import closer_choice
+
+    t = MatchThresholds()
+    assert closer_choice(Scores("CCLVM3", -0.5, 3.5, 1.0), t) == "CCLVM3"            # sure
+    assert closer_choice(Scores("CCLVM3", -1.3, 7.7, 2.9), t) == "CCLVM3"            # clear
+    assert closer_choice(Scores("CCLVM3", -1.3, 4.0, 2.9), t) is None                # a rival too close
+    assert closer_choice(Scores("CCLVM3", -1.3, 7.7, 7.0), t) is None                # the evidence reads more
+    assert closer_choice(Scores("RK485AF", -1.83, 11.3, 0.0), t) is None             # below the clear score
+    assert closer_choice(Scores("CCLVM3", -0.5, 9.0, 0.0, twin="CCLVN3"), t) is None  # its look-alike twin is read
+    assert closer_choice(None, t) is None

@@ -22,7 +22,7 @@ from typing import Literal, Mapping, Sequence
 from gatekeeper.lane.ports import Clock, Glimpse, LaneStore, Recorded, WholePlate
 from gatekeeper.lane.outcome import Source
 from gatekeeper.rules import (
-    Decision, PlateScores, Policy, SessionView, decide_entry, decide_exit, scored_choice,
+    Decision, PlateScores, Policy, SessionView, closer_choice, decide_entry, decide_exit,
 )
 from gatekeeper.vision.scoring import alternatives, rank_photos, single_swaps
 
@@ -78,7 +78,7 @@ class DecisionRecorder:
         closer look's stricter thresholds accept outright (no string fallback), else None."""
         sessions = self.store.inside_sessions()
         ranked = self._score_sessions(photos, sessions)
-        if scored_choice(ranked, self.policy.thresholds.for_closer_look()) is None:
+        if closer_choice(ranked, self.policy.thresholds) is None:
             return None
         return self._decide_exit(plate, now, sessions, ranked)
 
