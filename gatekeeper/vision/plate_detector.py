@@ -44,6 +44,11 @@ CORE_SHARE = 0.98
 #: characters at a standard deviation of 7-9).
 FLAT_CONTRAST = 4.0
 
+#: A box between :data:`FLAT_CONTRAST` and :data:`MIN_CONTRAST` is still kept when the network is
+#: this sure of it: washed-out plates in sunlight (light grey characters on a light plate on a
+#: light car) vary by 7-11 grey levels, and the network marks them at 0.997 and up.
+FAINT_MIN_PEAK = 0.99
+
 
 class DetectorModelError(ModelNotFoundError):
     """The plate detector model is missing, altered or unreadable; the message names the file."""
@@ -157,7 +162,7 @@ class PlateDetector:
             # which the network never saw in training) is not one.
             cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
             contrast = float(cells.std()) if cells.size else 0.0
-            if contrast < max(min_contrast, FLAT_CONTRAST):
+            if contrast < FLAT_CONTRAST or (contrast < min_contrast and peaks[i] < FAINT_MIN_PEAK):
                 continue
             box = (x * f, y * f, w * f, h * f)
             if self.outline:

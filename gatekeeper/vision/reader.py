@@ -206,11 +206,10 @@ def _closer_boxes(finder: "PlateFinder", grey: np.ndarray) -> list[tuple[float, 
     core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
     plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
     surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
-    from gatekeeper.vision.plate_detector import FLAT_CONTRAST, MIN_CONTRAST
+    from gatekeeper.vision.plate_detector import FLAT_CONTRAST
 
-    found = list(finder.detect(grey, min_contrast=FLAT_CONTRAST))
-    sure = [d for d in found if d.contrast >= MIN_CONTRAST][:CLOSER_LOOK_BOXES]
-    out = [d.box for d in sure]
+    out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
+    found = finder.detect(grey, min_contrast=FLAT_CONTRAST)
     core = found[0].core if found else None
     if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
         out.append(core)
