@@ -82,6 +82,10 @@ class DecisionRecorder:
             return None
         return self._decide_exit(plate, now, sessions, ranked)
 
+    def is_inside(self, session_id: int) -> bool:
+        """Whether the session is still open (its vehicle has not left)."""
+        return any(s.id == session_id for s in self.store.inside_sessions())
+
     def _decide_exit(
         self, plate: str, now: datetime, sessions: Sequence[SessionView], scores: PlateScores | None,
     ) -> Decision:

@@ -171,7 +171,7 @@ class DecisionSequence:
         attendant closed it) is no longer waiting here: the same plate again is a new arrival."""
         if self.recorder.direction != "entry" or not earlier.opened or earlier.session_id is None:
             return False
-        return all(s.id != earlier.session_id for s in self.recorder.store.inside_sessions())
+        return not self.recorder.is_inside(earlier.session_id)
 
     def _remember_alternates(self, session_id: int, plate: str, evidence: Sequence[tuple[Glimpse, ...]]) -> None:
         """After the barrier moved: an exit match aid only, so a failure costs nothing but a log line."""

@@ -159,7 +159,8 @@ class PlateDetector:
                 continue
             x, y, w, h = (float(v) for v in stats[i, :4])
             # A plate has characters: a box with hardly any contrast (a flat or blinded frame,
-            # which the network never saw in training) is not one.
+            # which the network never saw in training) is not one, unless the network is all but
+            # certain of it (a washed-out plate) and the box is not flat.
             cells = work[int(y) * STRIDE: int(y + h) * STRIDE, int(x) * STRIDE: int(x + w) * STRIDE]
             contrast = float(cells.std()) if cells.size else 0.0
             if contrast < FLAT_CONTRAST or (contrast < min_contrast and peaks[i] < FAINT_MIN_PEAK):
