@@ -134,7 +134,8 @@ class AnprConfig(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
     closer_look: bool = Field(
         True, description="exit lanes: before leaving an unread or unmatched vehicle to the attendant, read the "
-        "plate box again deblurred with a bank of motion and defocus kernels (about 0.7 s CPU, those vehicles only)",
+        "plate box (and the core of the surest blob) again deblurred with a bank of motion and defocus kernels "
+        "(about 1.5-3 s CPU, those vehicles only)",
     )
     vanity_min_length: int = Field(
         6, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
