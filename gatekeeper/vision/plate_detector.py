@@ -142,7 +142,8 @@ class PlateDetector:
         """Plate boxes, most certain first. A blob of cells above ``extent`` x ``threshold`` is one
         plate, kept when its peak reaches the threshold (hysteresis keeps faint plate ends attached;
         calibrated on the dev sample: a lower extent merges plates with bumpers and grilles) and its
-        box's grey levels vary by ``min_contrast`` (standard deviation)."""
+        box's grey levels vary by ``min_contrast`` (standard deviation), or by :data:`FLAT_CONTRAST`
+        when its peak is :data:`FAINT_MIN_PEAK` or more (a washed-out plate)."""
         if image is None or image.size == 0 or image.ndim not in (2, 3):
             raise ValueError("not an image")
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)

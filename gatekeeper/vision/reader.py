@@ -199,21 +199,6 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 CLOSER_LOOK_BOXES = 1
 #: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
 CORE_SAME_IOU = 0.9
-
-
-def _closer_boxes(finder: "PlateFinder", grey: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
-    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
-    plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
-    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
-    from gatekeeper.vision.plate_detector import FLAT_CONTRAST
-
-    out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
-    found = finder.detect(grey, min_contrast=FLAT_CONTRAST)
-    core = found[0].core if found else None
-    if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
-        out.append(core)
-    return out
 #: The closer look and the plate bands recognise this many crops per call. A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
 #: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
@@ -262,6 +247,21 @@ def _grey_in(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[
 def _glimpse(probs: np.ndarray, alphabet: str, decoded: Sequence[Decoded]) -> Glimpse:
     """One crop's evidence: its folded matrix and the grammar's reading(s) of it."""
     return Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded))
+
+
+def _closer_boxes(finder: "PlateFinder", grey: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
+    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
+    plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
+    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
+    from gatekeeper.vision.plate_detector import FLAT_CONTRAST
+
+    out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
+    found = finder.detect(grey, min_contrast=FLAT_CONTRAST)
+    core = found[0].core if found else None
+    if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
+        out.append(core)
+    return out
 
 
 def _shipped_detector() -> "PlateFinder":
