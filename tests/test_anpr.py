@@ -204,6 +204,14 @@ def test_confident_lookalike_letter_yields_to_a_digit_position() -> None:
     assert best.confidence > 0.3
 
 
+def test_a_footed_one_read_as_j_yields_to_a_digit_position() -> None:
+    # Missouri's LLN-LNL with its 1 read as a sure J: the layout takes the 1, not the fallback's J.
+    spec = _plain("UH") + [{"J": 0.95, "1": 0.02}, {"_": 1.0}] + _plain("F0F")
+    best = PlateGrammar.for_region("us").decode(_frames(spec))[0]
+    assert best.plate == "UH1F0F"
+    assert not best.fallback
+
+
 def test_punctuation_lookalikes_feed_plate_characters() -> None:
     alphabet = "0123456789|$ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     raw = np.full((3, 1 + len(alphabet)), 1e-4)

@@ -332,8 +332,9 @@ class PlateGrammar:
 #: its probability: the position decides, not a coin toss inside the recogniser. One
 #: such swap costs less than skipping junk (JUNK_PENALTY), two cost more. Not
 #: rules.LOOKALIKE_GROUPS (the exit matcher's cheap substitutions, from the issue): this
-#: list is this recogniser's measured habits (no 1/L; 4/A, 4/L, 7/T added; docs/anpr.md).
-PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1I", "2Z", "5S", "8B", "6G", "4A", "4L", "7T")
+#: list is this recogniser's measured habits (no 1/L; 4/A, 4/L, 7/T added; 1/J for the flagged,
+#: footed 1 of Missouri-style plates, read as J: docs/anpr.md).
+PLATE_LOOKALIKES: tuple[str, ...] = ("0ODQ", "1I", "1J", "2Z", "5S", "8B", "6G", "4A", "4L", "7T")
 LOOKALIKE_WEIGHT = 0.4
 
 
