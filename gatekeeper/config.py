@@ -131,14 +131,21 @@ class AnprConfig(Section):
     tuning_file: Path | None = Field(
         None, description="plate_g2 tensors from this file instead of the shipped ones (training/train_recognizer.py)"
     )
-    min_confidence: float = Field(0.5, ge=0, le=1)
+    min_confidence: float = Field(
+        0.5, ge=0, le=1, description="exit lanes: a read is a whole read from this sure (the scorer decides either way)"
+    )
+    entry_min_confidence: float = Field(
+        0.2, ge=0, le=1, description="entry lanes: a whole read this sure starts a session. Lower than min_confidence "
+        "on purpose: a no-read needs the attendant now, a near-miss plate usually still leaves (the exit scores the "
+        "session and its alternates on the exit's probabilities); an unsure read never grants a full lot's privilege",
+    )
     closer_look: bool = Field(
         True, description="exit lanes: before leaving an unread or unmatched vehicle to the attendant, read the "
         "plate box (and the core of the surest blob) again deblurred with a bank of motion and defocus kernels "
         "(about 1.5-3 s CPU, those vehicles only)",
     )
     vanity_min_length: int = Field(
-        6, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
+        5, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
         "when it has at least this many characters and is 0.9 sure; 0: only listed layouts are whole",
     )
     accept_confidence: float = Field(0.85, ge=0, le=1, description="stop reading frames once this sure")

@@ -474,6 +474,7 @@ def decide_entry(
     reservations: Sequence[Reservation] = (),
     policy: Policy = Policy(),
     scores: PlateScores | None = None,
+    sure: bool = True,
 ) -> Decision:
     """Entry lane: deny list, anti-passback, capacity (reservations and allow list may pass a full lot).
 
@@ -482,17 +483,19 @@ def decide_entry(
 
     ``plate`` is a whole read ('' when there is none). ``scores`` ranks the active allow-list
     and reservation plates on the vehicle's probabilities: when the lot is full and the read is
-    not one of them (or there is no read), a candidate that clears ``policy.thresholds`` is the
-    plate; a full lot is the only place it changes the outcome.
+    not one of them, or there is no read, or it is unsure, a candidate that clears
+    ``policy.thresholds`` is the plate. An unsure read (``sure`` False: below the lane's sure floor,
+    taken because a no-read needs the attendant at once) is otherwise a visitor's: the reservation
+    or allow-list entry of the plate it spells does not count (a full lot, or someone's reservation).
     """
     key = normalise_plate(plate)
     privileged = {r.plate for r in reservations if r.active(now)} | {
         e.plate for e in lists if e.kind == "allow" and e.active(now)
     }
-    if (not key or (lot.free <= 0 and key not in privileged)) and (
+    if (not key or not sure or (lot.free <= 0 and key not in privileged)) and (
         chosen := scored_choice(scores, policy.thresholds)
     ) is not None and chosen in privileged:
-        key = chosen
+        key, sure = chosen, True
     if not key:
         return Decision(False, Reason.NO_PLATE, MESSAGES[Reason.NO_PLATE])
     if _active_list(key, lists, "deny", now):
@@ -507,8 +510,10 @@ def decide_entry(
         return Decision(
             False, Reason.ALREADY_INSIDE, MESSAGES[Reason.ALREADY_INSIDE], plate=key, session_id=session.id
         )
-    reservation = next((r for r in reservations if r.plate == key and r.active(now)), None)
-    allowed = _active_list(key, lists, "allow", now)
+    # An unsure read that spells a privileged plate is a visitor: it neither takes a full lot's
+    # space nor uses up someone's reservation.
+    reservation = next((r for r in reservations if r.plate == key and r.active(now)), None) if sure else None
+    allowed = sure and _active_list(key, lists, "allow", now)
     if lot.free > 0:
         reason = Reason.ENTRY_RESERVED if reservation else Reason.ENTRY_ALLOWED if allowed else Reason.ENTRY
     elif reservation:

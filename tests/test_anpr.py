@@ -414,3 +414,16 @@ def test_a_sure_first_row_spares_the_other_candidates(reader: PlateReader) -> No
     read = counted.read(image)
     assert read is not None and read.normalised == "KA482BD" and read.confidence >= 0.9
     assert crops_read == [1]
+
+
+def test_the_shared_reader_hands_out_reads_down_to_the_lowest_lane_floor() -> None:
+    """One reader serves every lane; each lane keeps its own floor (entry 0.2, exit 0.5 by default)."""
+    from gatekeeper.config import AnprConfig
+    from gatekeeper.lane.runner import lane_min_confidence
+
+    anpr = AnprConfig(plate_detector=False)
+    with PlateReader.from_config(anpr) as reader:
+        assert reader.min_confidence == anpr.entry_min_confidence == 0.2
+    assert (lane_min_confidence(anpr, "entry"), lane_min_confidence(anpr, "exit")) == (0.2, 0.5)
+    with PlateReader.from_config(AnprConfig(plate_detector=False, entry_min_confidence=0.7)) as reader:
+        assert reader.min_confidence == 0.5

@@ -331,9 +331,39 @@ def test_a_sure_long_read_no_layout_fits_is_a_vanity_plate_and_enters(lot: Evide
     assert (out.open, out.session_id) == (True, outcome.session_id)
 
 
-@pytest.mark.parametrize("read, confidence", [("NEILDMND", 0.5), ("KCS1M", 0.7), ("AGEN", 0.7)])
+def test_a_sure_five_character_read_no_layout_fits_is_a_personalised_plate(lot: EvidenceLot) -> None:
+    """KCS1M, FWE50, M5XSX: five-character personalised plates (anpr.vanity_min_length 5)."""
+    kind, outcome = lot.one(ENTRY, Read("KCS1M", 0.68), glimpse("KCS1M"))
+    assert kind == "decided" and outcome.open and lot.store.sessions()[0]["plate"] == "KCS1M"
+
+
+@pytest.mark.parametrize("read, confidence", [("NEILDMND", 0.5), ("KCS1M", 0.55), ("AGEN", 0.7)])
 def test_unsure_or_short_reads_no_layout_fits_stay_no_reads(lot: EvidenceLot, read: str, confidence: float) -> None:
     kind, outcome = lot.one(ENTRY, Read(read, confidence), glimpse(read))
+    assert kind == "no_read" and not outcome.open and lot.store.sessions() == []
+
+
+def test_an_unsure_whole_read_lets_the_car_in_and_the_exit_scores_it_out(lot: EvidenceLot) -> None:
+    """Entry floor (anpr.entry_min_confidence 0.2) below the exit's (min_confidence 0.5): an unsure whole
+    read at the entry starts a session, and the exit's scorer matches the car on its probabilities."""
+    kind, outcome = lot.one(ENTRY, Read("AB123CD", 0.3), glimpse("AB123CD"))
+    assert kind == "decided" and outcome.open and lot.store.sessions()[0]["plate"] == "AB123CD"
+    lot.store.pay_session(outcome.session_id, amount=250)
+    lot.clock.advance(30)
+    kind, out = lot.one(EXIT, Read("AB123CD", 0.3), glimpse("AB123CD"))
+    assert (out.open, out.session_id) == (True, outcome.session_id)
+
+
+def test_an_unsure_read_at_the_exit_is_no_whole_read(lot: EvidenceLot) -> None:
+    """Below the exit's floor a read is only a guess: "plate not read", not "no entry record"."""
+    kind, outcome = lot.one(EXIT, Read("XY987ZW", 0.3), glimpse("XY987ZW"))
+    assert kind == "no_read" and not outcome.open
+    kind, outcome = lot.one(EXIT, Read("XY987ZW", 0.6), glimpse("XY987ZW"))
+    assert (kind, outcome.reason) == ("decided", "no_entry_record")
+
+
+def test_an_unsure_entry_read_below_the_floor_is_a_no_read(lot: EvidenceLot) -> None:
+    kind, outcome = lot.one(ENTRY, Read("AB123CD", 0.15), glimpse("AB123CD"))
     assert kind == "no_read" and not outcome.open and lot.store.sessions() == []
 
 

@@ -406,6 +406,23 @@ def test_entry_scores_only_let_privileged_plates_into_a_full_lot() -> None:
     assert _decide_entry("PERM1T7", now=NOW, lot=lot, lists=allow, policy=STRICT, scores=weak).reason == Reason.FULL
 
 
+def test_an_unsure_read_of_a_privileged_plate_is_a_visitor_unless_the_scorer_picks_it() -> None:
+    """An entry takes an unsure whole read (a no-read needs the attendant at once), but the plate it
+    spells takes neither a full lot's space nor someone's reservation on that read alone."""
+    full = LotState(capacity=1, sessions=[session(1, "AB123CD")])
+    allow = [ListEntry("PERMIT1", "allow")]
+    assert decide_entry("PERMIT1", now=NOW, lot=full, lists=allow, sure=False).reason == Reason.FULL
+    assert decide_entry("PERMIT1", now=NOW, lot=full, lists=allow).reason == Reason.ENTRY_ALLOWED
+    sure = Scores("PERMIT1", -0.1, float("inf"), 0.0, (("PERMIT1", -0.7),))
+    d = _decide_entry("PERMIT1", now=NOW, lot=full, lists=allow, policy=STRICT, scores=sure, sure=False)
+    assert (d.open, d.reason) == (True, Reason.ENTRY_ALLOWED)
+    r = Reservation("r-1", "BXY42", NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    visitor = decide_entry("BXY42", now=NOW, lot=lot(10), reservations=[r], sure=False)
+    assert (visitor.open, visitor.reason, visitor.reservation_id) == (True, Reason.ENTRY, None)
+    denied = decide_entry("BXY42", now=NOW, lot=lot(10), lists=[ListEntry("BXY42", "deny")], sure=False)
+    assert (denied.open, denied.reason) == (False, Reason.DENY_LIST)
+
+
 def test_a_closer_look_match_is_taken_when_sure_or_clear_never_when_merely_close() -> None:
     """The closer look's matches: sure (-0.75 per character), or clear (-1.5 with 5 nats over the
     runner-up and the free reading within 6 nats); a weaker or closer-run match is not taken."""

@@ -142,13 +142,15 @@ class VehicleEvidence:
     started: float
     is_whole: WholePlate
     vanity_min_length: int = 0
+    min_confidence: float = 0.0
     reads: list[tuple[PlateRead, Frame]] = field(default_factory=list)
     partial: list[PlateRead] = field(default_factory=list)
     photos: list[tuple[Glimpse, ...]] = field(default_factory=list)
     first_frame: Frame | None = None
 
     def add(self, read: PlateRead | None, glimpses: tuple[Glimpse, ...], frame: Frame) -> None:
-        whole = read is not None and (self.is_whole(read.normalised) or self._vanity(read))
+        whole = read is not None and read.confidence >= self.min_confidence and (
+            self.is_whole(read.normalised) or self._vanity(read))
         self.consolidator.add(read if whole else None)
         if self.first_frame is None:
             self.first_frame = frame
@@ -214,9 +216,12 @@ class EvidenceGatherer:
         uses_arrival: bool,
         is_whole: WholePlate,
         vanity_min_length: int = 0,
+        min_confidence: float = 0.0,
     ) -> None:
+        """``min_confidence``: this lane's floor for a whole read (the shared reader's may be lower)."""
         self._factory = consolidator_factory
         self.vanity_min_length = vanity_min_length
+        self.min_confidence = min_confidence
         self._clock = clock
         self.read_window_s = read_window_s
         self.uses_arrival = uses_arrival
@@ -256,7 +261,7 @@ class EvidenceGatherer:
             now = self._clock.monotonic()
             self.vehicle = VehicleEvidence(
                 self._factory(), deadline=now + self.read_window_s, started=now, is_whole=self.is_whole,
-                vanity_min_length=self.vanity_min_length,
+                vanity_min_length=self.vanity_min_length, min_confidence=self.min_confidence,
             )
         self.vehicle.add(read, glimpses, frame)
         if self.vehicle.consolidator.done or snapshot:

@@ -52,23 +52,27 @@ class DecisionRecorder:
         self.upload_photos = upload_photos
         self.is_whole = is_whole
 
-    def decide(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = ()) -> Decision:
+    def decide(
+        self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = (), sure: bool = True,
+    ) -> Decision:
         """Pure rules on the store's current state (no side effects).
 
-        ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo.
+        ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo;
+        ``sure``: the read cleared the sure floor (an unsure entry read grants no full-lot privilege).
         """
         if self.direction == "entry":
             lot = self.store.lot_state()
             lists = self.store.list_entries()
             reservations = self.store.reservations()
             scores = None
-            if photos and (lot.free <= 0 or not plate):
+            if photos and (lot.free <= 0 or not plate or not sure):
                 privileged = [r.plate for r in reservations if r.active(now)]
                 privileged += [e.plate for e in lists if e.kind == "allow" and e.active(now)]
                 scores = score(photos, privileged, is_whole=self.is_whole,
                                outside_prior=self.policy.thresholds.outside_prior)
             return decide_entry(
-                plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores
+                plate, now=now, lot=lot, lists=lists, reservations=reservations, policy=self.policy, scores=scores,
+                sure=sure,
             )
         sessions = self.store.inside_sessions()
         return self._decide_exit(plate, now, sessions, self._score_sessions(photos, sessions) if photos else None)

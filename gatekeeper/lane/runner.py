@@ -69,6 +69,8 @@ class LaneRunner:
         region: str | None = None,
         is_whole: WholePlate | None = None,
         vanity_min_length: int = 0,
+        min_confidence: float = 0.0,
+        sure_confidence: float = 0.0,
         closer_look: bool = False,
         storage: StorageConfig | None = None,
         policy: Policy = Policy(),
@@ -81,6 +83,7 @@ class LaneRunner:
     ) -> None:
         self.lane = lane
         self.closer_look = closer_look
+        self.sure_confidence = sure_confidence
         self.store = store
         self.barrier = barrier
         self.grabber = grabber
@@ -97,7 +100,7 @@ class LaneRunner:
         self.evidence = EvidenceGatherer(
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
-            is_whole=whole, vanity_min_length=vanity_min_length,
+            is_whole=whole, vanity_min_length=vanity_min_length, min_confidence=min_confidence,
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
@@ -137,6 +140,8 @@ class LaneRunner:
             region=settings.anpr.region,
             is_whole=whole_plate_check(settings.anpr.region, settings.anpr.formats),
             vanity_min_length=settings.anpr.vanity_min_length,
+            min_confidence=lane_min_confidence(settings.anpr, lane.direction),
+            sure_confidence=settings.anpr.min_confidence,
             closer_look=settings.anpr.closer_look,
             storage=settings.storage,
             policy=policy_from_settings(settings),
@@ -313,6 +318,7 @@ class LaneRunner:
             outcome = self.sequence.carry_out(
                 plate_read=result.text if result else "",
                 confidence=float(result.confidence) if result else None,
+                sure=result is None or result.confidence >= self.sure_confidence,
                 frame=frame,
                 source="camera",
                 by="camera",
@@ -390,6 +396,11 @@ def policy_from_settings(settings: Settings) -> Policy:
         match_max_distance=settings.rules.match_max_distance,
         thresholds=settings.anpr.match_thresholds,
     )
+
+
+def lane_min_confidence(anpr: AnprConfig, direction: str) -> float:
+    """The floor of a whole read on a lane of ``direction``: an entry takes unsure reads (docs/anpr.md)."""
+    return anpr.entry_min_confidence if direction == "entry" else anpr.min_confidence
 
 
 def default_consolidator_factory(anpr: AnprConfig) -> ConsolidatorFactory:

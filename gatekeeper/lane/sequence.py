@@ -79,6 +79,7 @@ class DecisionSequence:
         photos: Sequence[tuple[Glimpse, ...]] = (),
         guesses: Sequence[str] = (),
         closer_look: CloserLook | None = None,
+        sure: bool = True,
     ) -> LaneOutcome | None:
         """The outcome, or None for a camera read the hold-off took for the same vehicle again.
 
@@ -91,7 +92,8 @@ class DecisionSequence:
         asked only when the decision would leave the vehicle to the attendant as unread or
         unmatched, and its crops count only for a match the stricter closer-look score accepts
         outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
-        decision it may change is the one being made.
+        decision it may change is the one being made. ``sure``: the read cleared the lane's sure
+        floor (an entry also takes unsure reads, which never grant a full lot's privilege).
         """
         plate = normalise_plate(plate_read)
         evidence = tuple(photos)
@@ -106,7 +108,7 @@ class DecisionSequence:
                 return None
             if earlier is not None and not earlier.opened:
                 evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
-            decision = self.recorder.decide(plate, now=now, photos=evidence)
+            decision = self.recorder.decide(plate, now=now, photos=evidence, sure=sure)
             if closer_look is not None and evidence and unmatched_refusal(decision) and not (earlier and earlier.opened):
                 evidence, decision = self._closer(plate, now, evidence, decision, closer_look)
             if earlier is not None and (

@@ -325,7 +325,8 @@ class PlateReader:
             region=anpr.region,
             formats=anpr.formats,
             model_dir=anpr.model_dir,
-            min_confidence=anpr.min_confidence,
+            # One reader serves every lane: it hands out reads down to the lowest floor, each lane keeps its own.
+            min_confidence=min(anpr.min_confidence, anpr.entry_min_confidence),
             threads=anpr.threads,
             recognizer_name=anpr.recognizer,
             tuning_file=anpr.tuning_file,
