@@ -53,6 +53,8 @@ from tests.recording import Recording  # noqa: E402  (keeps every matrix the rea
 
 LOOKALIKE_GROUPS = ("0ODQ", "1IL", "2Z", "5S", "8B", "6G")
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: The floor of a whole read at an exit (``anpr.min_confidence``): the cache's "read".
+SURE_READ = 0.5
 
 
 def _reader_parts():
@@ -89,7 +91,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.detector == "on":       # as the lane runs by default (anpr.plate_detector)
         from gatekeeper.vision.plate_detector import PlateDetector
         detector = PlateDetector(threads=1)
-    reader = PlateReader(region="eu", recognizer=recording, detector=detector)
+    # Floor 0: every read comes back with its confidence; "read" keeps the exit's floor (0.5), and
+    # calibrate_alternates.py applies the entry's own (anpr.entry_min_confidence) to "read_any".
+    reader = PlateReader(region="eu", recognizer=recording, detector=detector, min_confidence=0.0)
     views: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for region in args.regions.split(","):
@@ -109,7 +113,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 mats, free = _evidence(recording, grammar)
                 views.append({
                     "region": region, "image": car.name, "truth": car.truth, "index": n, "kind": kind,
-                    "ops": ops, "read": read.normalised if read else "", "matrices": mats, "free": free,
+                    "ops": ops, "read": read.normalised if read and read.confidence >= SURE_READ else "",
+                    "read_any": read.normalised if read else "", "confidence": read.confidence if read else 0.0,
+                    "matrices": mats, "free": free,
                 })
                 if args.closer_look and kind != "entry":   # what an exit lane adds before calling the attendant
                     recording.seen = []
@@ -139,7 +145,7 @@ def cache_key(args: argparse.Namespace) -> str:
     model = f"|{args.model_dir.resolve()}" if args.model_dir else ""
     model += "|detector" if args.detector == "on" else ""
     model += "|closer" if args.closer_look else ""
-    return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}"
+    return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}|reads-with-confidence"
 
 
 # --------------------------------------------------------------------------- candidate sets
