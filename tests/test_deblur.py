@@ -115,6 +115,26 @@ def test_closer_look_without_a_detector_or_a_plate_gives_nothing(reader) -> None
     assert reader.closer_look(np.zeros((0, 0), np.uint8)) == ()
 
 
+@pytest.mark.parametrize("text", ["SE-56-HGN", "KB-482-TR"])
+def test_a_closer_read_reads_a_plate_several_sharpened_copies_agree_on(reader, text: str) -> None:
+    """The entry's closer read: a blurred plate read alike through several kernels is a read (7 and 12
+    copies here); a plate-less frame, an empty one or mush is none. (ZG-3081-AE smeared the same way
+    reads differently through each kernel: no read, as it should be.)"""
+    from gatekeeper.vision.reader import CLOSER_READ_MIN_VOTES
+
+    car = cv2.resize(draw_plate_scene(text, seed=3), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    blurred = cv2.filter2D(car, -1, motion_kernel(9, 0.0))
+    truth = text.replace("-", "")
+    seen = reader.closer_read(blurred)
+    assert seen.read is not None and seen.read.normalised == truth and seen.evidence
+    votes = sum(truth in g.readings for g in seen.evidence)
+    assert votes >= CLOSER_READ_MIN_VOTES
+    assert reader.closer_read(np.full((540, 960, 3), 120, np.uint8)).read is None
+    assert reader.closer_read(np.zeros((0, 0), np.uint8)).read is None
+    mush = cv2.GaussianBlur(car, (0, 0), 6)                                     # nothing left to read alike
+    assert reader.closer_read(mush).read is None
+
+
 def test_each_sharpened_copy_is_cut_as_the_box_row_and_the_character_band() -> None:
     from gatekeeper.vision.deblur import CLOSER_BAND, deblurred_crops
     from gatekeeper.vision.reader import FIRST_VIEW, box_row

@@ -401,6 +401,17 @@ class LookingSource(EvidenceSource):
             raise RuntimeError("detector gone")
         return self.closer
 
+    def closer_read(self, image: np.ndarray, *, region: str | None = None, roi: Any = None) -> Observation:
+        """The entry's closer look: ``closer_plate`` read (None: the copies disagreed)."""
+        self.reads += 1
+        if self.fail:
+            raise RuntimeError("detector gone")
+        read = Read(self.closer_plate, 0.9) if self.closer_plate else None
+        return Observation(read, self.closer)
+
+    closer_plate = ""
+    reads = 0
+
 
 @pytest.fixture
 def looking(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[EvidenceLot, LookingSource]:
@@ -466,3 +477,54 @@ def test_no_closer_look_for_a_repeat_photo_of_a_car_already_let_out(looking) -> 
     kind, outcome = lot.one(EXIT, Read("AB123CD"), _smeared("AB123CD"))
     assert kind == "same_vehicle" and outcome is None
     assert source.looks == 0 and lot.runners[EXIT].counters.closer_looks == 0
+
+
+# --------------------------------------------------------------------------- closer read (an unread entry)
+
+
+def test_an_unread_entry_is_read_closer_and_let_in(looking) -> None:
+    """No whole read at the entry; the deblurred copies read KL456MN alike: the car enters under it,
+    and the exit finds the session on the closer crops' evidence stored with it."""
+    lot, source = looking
+    source.closer_plate, source.closer = "KL456MN", (glimpse("KL456MN"),)
+    kind, outcome = lot.one(ENTRY, None, _smeared("KL456MN"))
+    assert kind == "decided" and outcome.open and outcome.plate == "KL456MN"
+    assert lot.store.sessions()[0]["plate"] == "KL456MN" and lot.relay_energised(ENTRY)
+    assert source.reads == 1 and source.looks == 0 and lot.runners[ENTRY].counters.closer_looks == 1
+
+
+def test_a_closer_read_that_reads_nothing_or_fails_is_a_no_read(looking) -> None:
+    lot, source = looking
+    kind, outcome = lot.one(ENTRY, None, _smeared("KL456MN"))
+    assert kind == "no_read" and not outcome.open and source.reads == 1 and lot.store.sessions() == []
+    lot.clock.advance(60)
+    source.fail = True
+    kind, outcome = lot.one(ENTRY, None, _smeared("ZZ999ZZ"))
+    assert kind == "no_read" and not outcome.open and source.reads == 2
+    assert "detector gone" in lot.runners[ENTRY].counters.last_error
+
+
+def test_a_closer_read_of_the_car_just_let_in_is_the_same_vehicle(looking) -> None:
+    """The entry camera fires again as the car drives in, too blurred to read at first sight."""
+    lot, source = looking
+    kind, outcome = lot.one(ENTRY, Read("KL456MN"), glimpse("KL456MN"))
+    assert kind == "decided" and outcome.open and source.reads == 0
+    lot.clock.advance(2)
+    source.closer_plate = "KL456MN"
+    kind, outcome = lot.one(ENTRY, None, _smeared("KL456MN"))
+    assert kind == "same_vehicle" and outcome is None and len(lot.store.sessions()) == 1
+
+
+def test_a_closer_read_grants_no_privilege(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A full lot: an allow-listed plate read only by the closer look is a visitor's read (sure=False)."""
+    lot = EvidenceLot(tmp_path, capacity=1)
+    request.addfinalizer(lot.close)
+    source = LookingSource()
+    lot.evidence = source
+    for runner in lot.runners.values():
+        runner.frame_reader.reader = source
+    lot.enter("AB123CD")
+    lot.store.set_list_entries("allow", [{"plate": "KL456MN"}])
+    source.closer_plate = "KL456MN"
+    kind, outcome = lot.one(ENTRY, None, _smeared("KL456MN"))
+    assert (kind, outcome.open, outcome.reason) == ("decided", False, "full")

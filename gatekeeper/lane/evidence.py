@@ -132,6 +132,23 @@ class FrameReader:
             log.exception("lane %s: closer look at frame %s failed; deciding without it", self.lane_id, frame.seq)
             return ()
 
+    def closer_read(self, frame: Frame) -> tuple[PlateRead | None, tuple[Glimpse, ...]]:
+        """The frame's plate read again deblurred, as a read (``PlateReader.closer_read``) and its
+        probabilities; (None, ()) from a reader without it, or when it fails."""
+        look = getattr(self.reader, "closer_read", None)
+        if look is None:
+            return None, ()
+        try:
+            with self.lock:
+                self.beat()
+                seen = look(frame.image, region=self.region, roi=self.roi)
+                self._done()
+                return seen.read, tuple(seen.evidence)
+        except Exception as exc:
+            self.on_error(f"reader: {exc}")
+            log.exception("lane %s: closer read of frame %s failed; deciding without it", self.lane_id, frame.seq)
+            return None, ()
+
 
 @dataclass
 class VehicleEvidence:

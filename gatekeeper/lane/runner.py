@@ -43,7 +43,7 @@ from gatekeeper.lane.ports import (
     WholePlate,
 )
 from gatekeeper.lane.recorder import DecisionRecorder
-from gatekeeper.lane.sequence import CloserLook, DecisionSequence, LaneCounters
+from gatekeeper.lane.sequence import CloserLook, CloserRead, DecisionSequence, LaneCounters
 from gatekeeper.rules import Policy, normalise_plate
 from gatekeeper.store import StoreError
 
@@ -325,6 +325,7 @@ class LaneRunner:
                 photos=vehicle.photos,
                 guesses=vehicle.guesses(),
                 closer_look=self._closer_look_at(frame),
+                closer_read=self._closer_read_at(frame),
             )
         except StoreError as exc:
             # Refused or the disk is full: the sequence already logged it (one line, no traceback),
@@ -347,6 +348,13 @@ class LaneRunner:
         if not self.closer_look or self.lane.direction != "exit" or frame is None:
             return None
         return lambda: self.frame_reader.closer_look(frame)
+
+    def _closer_read_at(self, frame: Frame | None) -> CloserRead | None:
+        """At an entry: the frame's plate box read again deblurred, for the sequence to ask for only
+        before it leaves an unread vehicle to the attendant (docs/anpr.md, "Closer read")."""
+        if not self.closer_look or self.lane.direction != "entry" or frame is None:
+            return None
+        return lambda: self.frame_reader.closer_read(frame)
 
     def _notify(self, kind: str, outcome: LaneOutcome | None) -> None:
         notify_all(self._vehicle_listeners, kind, outcome, lane=self.id)

@@ -18,7 +18,7 @@ from gatekeeper.lane.actuation import Actuator
 from gatekeeper.lane.evidence import MAX_PHOTOS, Recent, SameVehicleHoldOff
 from gatekeeper.lane.outcome import LaneOutcome, Source
 from gatekeeper.lane.photos import PhotoKeeper
-from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, Recorded
+from gatekeeper.lane.ports import ChangeNotifier, Clock, Frame, Glimpse, PlateRead, Recorded
 from gatekeeper.lane.recorder import NO_READ, DecisionRecorder
 from gatekeeper.rules import Action, Decision, Reason, normalise_plate, unmatched_refusal
 from gatekeeper.store import StoreError
@@ -32,7 +32,7 @@ class LaneCounters:
 
     frames: int = 0
     decisions: int = 0
-    closer_looks: int = 0   # exit vehicles read again deblurred before the attendant was called
+    closer_looks: int = 0   # vehicles read again deblurred before the attendant was called (exit: scored, entry: read)
     errors: int = 0
     last_error: str | None = None
 
@@ -79,6 +79,7 @@ class DecisionSequence:
         photos: Sequence[tuple[Glimpse, ...]] = (),
         guesses: Sequence[str] = (),
         closer_look: CloserLook | None = None,
+        closer_read: CloserRead | None = None,
         sure: bool = True,
     ) -> LaneOutcome | None:
         """The outcome, or None for a camera read the hold-off took for the same vehicle again.
@@ -92,7 +93,8 @@ class DecisionSequence:
         asked only when the decision would leave the vehicle to the attendant as unread or
         unmatched, and its crops count only for a match the stricter closer-look score accepts
         outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
-        decision it may change is the one being made. ``sure``: the read cleared the lane's sure
+        decision it may change is the one being made. ``closer_read`` is an entry camera's: asked only
+        for a vehicle with no whole read, its read (if any) is decided as an unsure one. ``sure``: the read cleared the lane's sure
         floor (an entry also takes unsure reads, which never grant a full lot's privilege).
         """
         plate = normalise_plate(plate_read)
@@ -111,6 +113,14 @@ class DecisionSequence:
             decision = self.recorder.decide(plate, now=now, photos=evidence, sure=sure)
             if closer_look is not None and evidence and unmatched_refusal(decision) and not (earlier and earlier.opened):
                 evidence, decision = self._closer(plate, now, evidence, decision, closer_look)
+            if closer_read is not None and evidence and decision.reason == Reason.NO_PLATE and not (earlier and earlier.opened):
+                evidence, decision, read = self._closer_entry(now, evidence, decision, closer_read)
+                if read is not None:
+                    plate, plate_read, confidence = read.normalised, read.text, float(read.confidence)
+                    let_in = self.hold_off.earlier(plate) if earlier is None else None
+                    if let_in is not None and let_in.opened and not self._left_since(let_in):
+                        self._same_vehicle(let_in, evidence, plate_read, frame, None)   # read at last: it is in
+                        return None
             if earlier is not None and (
                 (earlier.opened and decision.plate == earlier.plate)
                 or (not earlier.opened and not decision.open
@@ -167,6 +177,18 @@ class DecisionSequence:
         closer = (*evidence[:-1], (*evidence[-1], *extra))
         again = self.recorder.decide_closer(plate, now=now, photos=closer)
         return (evidence, decision) if again is None else (closer, again)
+
+    def _closer_entry(
+        self, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...], decision: Decision, closer_read: "CloserRead",
+    ) -> tuple[tuple[tuple[Glimpse, ...], ...], Decision, PlateRead | None]:
+        """An unread entry vehicle decided again on the closer look's read, when it gives one (as an
+        unsure read: no privilege on it alone); otherwise the evidence and decision as they were."""
+        read, extra = closer_read()
+        self.counters.closer_looks += 1
+        if read is None or not read.normalised:
+            return evidence, decision, None
+        closer = (*evidence[:-1], (*evidence[-1], *extra)) if extra else evidence
+        return closer, self.recorder.decide(read.normalised, now=now, photos=closer, sure=False), read
 
     def _left_since(self, earlier: Recent) -> bool:
         """A vehicle let in whose session has been closed since (it left through an exit, or an
@@ -259,6 +281,8 @@ class DecisionSequence:
 
 #: An exit camera's second, deblurred look at the vehicle's latest frame: its extra crops.
 CloserLook = Callable[[], Sequence[Glimpse]]
+#: An entry camera's second, deblurred look at the vehicle's latest frame: a read (or None) and its crops.
+CloserRead = Callable[[], tuple[PlateRead | None, Sequence[Glimpse]]]
 
 
 def _reason(decision: Decision) -> str:

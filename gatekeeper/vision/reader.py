@@ -199,6 +199,10 @@ EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 CLOSER_LOOK_BOXES = 1
 #: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
 CORE_SAME_IOU = 0.9
+#: A closer read (an entry's closer look) needs this many deblurred crops to read one listed-layout
+#: plate alike, each at least this sure (dev sample: the plates read 5-7 times, mush once; docs/anpr.md).
+CLOSER_READ_MIN_VOTES = 3
+CLOSER_READ_MIN_CONFIDENCE = 0.5
 #: The closer look and the plate bands recognise this many crops per call. A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
 #: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
@@ -450,12 +454,55 @@ class PlateReader:
             grey, _, _ = _grey_in(image, roi)
         except ValueError:      # not an image, or the roi outside it: the first look said so already
             return ()
-        crops = [crop for box in _closer_boxes(self._detector, grey)
-                 for crop in deblurred_crops(grey, box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
-                                             pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
-        if not crops:
-            return ()
-        return tuple(glimpse for glimpse, _ in self._recognise(crops, self._grammar(region or self.region)))
+        return tuple(glimpse for glimpse, _, _ in self._closer_crops(grey, self._grammar(region or self.region)))
+
+    def closer_read(
+        self,
+        image: np.ndarray,
+        *,
+        region: str | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> Observation:
+        """The closer look's crops as a read: the listed-layout plate that at least
+        :data:`CLOSER_READ_MIN_VOTES` deblurred copies read alike, twice as many as any other, and
+        the crops' probabilities. For an entry with no whole read (docs/anpr.md, "Closer read"):
+        a soft or dim plate that no single crop reads surely is read alike through several kernels,
+        while scenery and mush read differently through each. Same cost as :meth:`closer_look`.
+        """
+        if self._recognizer is None:
+            raise RuntimeError("PlateReader is closed")
+        if self._detector is None:
+            return Observation(None)
+        try:
+            grey, ox, oy = _grey_in(image, roi)
+        except ValueError:
+            return Observation(None)
+        region = region or self.region
+        seen = self._closer_crops(grey, self._grammar(region))
+        votes: dict[str, list[tuple[Decoded, tuple[np.ndarray, tuple[int, int, int, int]]]]] = defaultdict(list)
+        for _, decoded, job in seen:
+            if decoded is not None and not decoded.fallback and decoded.confidence >= CLOSER_READ_MIN_CONFIDENCE:
+                votes[decoded.plate].append((decoded, job))
+        ranked = sorted(votes.values(), key=len, reverse=True)
+        evidence = tuple(glimpse for glimpse, _, _ in seen)
+        if not ranked or len(ranked[0]) < CLOSER_READ_MIN_VOTES or (
+                len(ranked) > 1 and len(ranked[0]) < 2 * len(ranked[1])):
+            return Observation(None, evidence)
+        decoded, (crop, (x, y, w, h)) = max(ranked[0], key=lambda dj: dj[0].confidence)
+        return Observation(PlateRead(
+            text=decoded.text, normalised=normalise(decoded.plate), confidence=round(decoded.confidence, 4),
+            box=(x + ox, y + oy, w, h), crop=crop, region=region,
+        ), evidence)
+
+    def _closer_crops(
+        self, grey: np.ndarray, grammar: PlateGrammar,
+    ) -> list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]]:
+        """The closer look's deblurred crops, each with its evidence, grammar reading, and the crop with its box."""
+        jobs = [(crop, tuple(int(round(v)) for v in box)) for box in _closer_boxes(self._detector, grey)
+                for crop in deblurred_crops(grey, box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
+                                            pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
+        return [(glimpse, decoded[0] if decoded else None, job)
+                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
 
     def read(
         self,
