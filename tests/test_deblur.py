@@ -87,7 +87,7 @@ def test_a_washed_out_plate_keeps_its_box_and_the_closer_look_reads_it(reader, m
 
 def test_the_closer_look_adds_the_blobs_core_where_it_is_elsewhere() -> None:
     from gatekeeper.vision.plate_detector import PlateBox
-    from gatekeeper.vision.reader import _closer_boxes
+    from gatekeeper.vision.closer import closer_boxes as _closer_boxes
 
     class Found:
         def __init__(self, *boxes: PlateBox) -> None:
@@ -120,7 +120,7 @@ def test_a_closer_read_reads_a_plate_several_sharpened_copies_agree_on(reader, t
     """The entry's closer read: a blurred plate read alike through several kernels is a read (7 and 12
     copies here); a plate-less frame, an empty one or mush is none. (ZG-3081-AE smeared the same way
     reads differently through each kernel: no read, as it should be.)"""
-    from gatekeeper.vision.reader import CLOSER_READ_MIN_VOTES
+    from gatekeeper.vision.closer import CLOSER_READ_MIN_VOTES
 
     car = cv2.resize(draw_plate_scene(text, seed=3), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
     blurred = cv2.filter2D(car, -1, motion_kernel(9, 0.0))

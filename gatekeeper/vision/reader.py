@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     plate_bands,
     rows_in_plate_box,
 )
-from gatekeeper.vision.deblur import deblurred_crops
+from gatekeeper.vision.closer import PlateFinder, agreed_reading, closer_crops
 from gatekeeper.vision.scoring import fold
 
 if TYPE_CHECKING:
@@ -56,12 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class PlateFinder(Protocol):
-    """Where plates are in a frame (:class:`gatekeeper.vision.plate_detector.PlateDetector`)."""
-
-    def detect(self, image: np.ndarray, *, min_contrast: float = ...) -> "Sequence[PlateBox]": ...
 
 
 @dataclass(frozen=True)
@@ -195,14 +189,6 @@ FIRST_VIEW = View(1.0, 0.08)
 EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 
-#: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
-CLOSER_LOOK_BOXES = 1
-#: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
-CORE_SAME_IOU = 0.9
-#: A closer read (an entry's closer look) needs this many deblurred crops to read one listed-layout
-#: plate alike, each at least this sure (dev sample: the plates read 5-7 times, mush once; docs/anpr.md).
-CLOSER_READ_MIN_VOTES = 3
-CLOSER_READ_MIN_CONFIDENCE = 0.5
 #: The closer look and the plate bands recognise this many crops per call. A call's activations
 #: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
 #: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
@@ -251,21 +237,6 @@ def _grey_in(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[
 def _glimpse(probs: np.ndarray, alphabet: str, decoded: Sequence[Decoded]) -> Glimpse:
     """One crop's evidence: its folded matrix and the grammar's reading(s) of it."""
     return Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded))
-
-
-def _closer_boxes(finder: "PlateFinder", grey: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
-    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
-    plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
-    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
-    from gatekeeper.vision.plate_detector import FLAT_CONTRAST
-
-    out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
-    found = finder.detect(grey, min_contrast=FLAT_CONTRAST)
-    core = found[0].core if found else None
-    if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
-        out.append(core)
-    return out
 
 
 def _shipped_detector() -> "PlateFinder":
@@ -463,11 +434,9 @@ class PlateReader:
         region: str | None = None,
         roi: tuple[int, int, int, int] | None = None,
     ) -> Observation:
-        """The closer look's crops as a read: the listed-layout plate that at least
-        :data:`CLOSER_READ_MIN_VOTES` deblurred copies read alike, twice as many as any other, and
-        the crops' probabilities. For an entry with no whole read (docs/anpr.md, "Closer read"):
-        a soft or dim plate that no single crop reads surely is read alike through several kernels,
-        while scenery and mush read differently through each. Same cost as :meth:`closer_look`.
+        """The closer look's crops as a read (:func:`gatekeeper.vision.closer.agreed_reading`: the
+        listed-layout plate 3+ sharpened copies read alike) and their probabilities. For an entry
+        with no whole read (docs/anpr.md, "The entry's closer read"); same cost as :meth:`closer_look`.
         """
         if self._recognizer is None:
             raise RuntimeError("PlateReader is closed")
@@ -479,16 +448,11 @@ class PlateReader:
             return Observation(None)
         region = region or self.region
         seen = self._closer_crops(grey, self._grammar(region))
-        votes: dict[str, list[tuple[Decoded, tuple[np.ndarray, tuple[int, int, int, int]]]]] = defaultdict(list)
-        for _, decoded, job in seen:
-            if decoded is not None and not decoded.fallback and decoded.confidence >= CLOSER_READ_MIN_CONFIDENCE:
-                votes[decoded.plate].append((decoded, job))
-        ranked = sorted(votes.values(), key=len, reverse=True)
         evidence = tuple(glimpse for glimpse, _, _ in seen)
-        if not ranked or len(ranked[0]) < CLOSER_READ_MIN_VOTES or (
-                len(ranked) > 1 and len(ranked[0]) < 2 * len(ranked[1])):
+        agreed = agreed_reading([(decoded, job) for _, decoded, job in seen])
+        if agreed is None:
             return Observation(None, evidence)
-        decoded, (crop, (x, y, w, h)) = max(ranked[0], key=lambda dj: dj[0].confidence)
+        decoded, (crop, (x, y, w, h)) = agreed
         return Observation(PlateRead(
             text=decoded.text, normalised=normalise(decoded.plate), confidence=round(decoded.confidence, 4),
             box=(x + ox, y + oy, w, h), crop=crop, region=region,
@@ -498,9 +462,9 @@ class PlateReader:
         self, grey: np.ndarray, grammar: PlateGrammar,
     ) -> list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]]:
         """The closer look's deblurred crops, each with its evidence, grammar reading, and the crop with its box."""
-        jobs = [(crop, tuple(int(round(v)) for v in box)) for box in _closer_boxes(self._detector, grey)
-                for crop in deblurred_crops(grey, box, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
-                                            pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)]
+        assert self._detector is not None
+        jobs = closer_crops(self._detector, grey, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
+                            pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)
         return [(glimpse, decoded[0] if decoded else None, job)
                 for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
 

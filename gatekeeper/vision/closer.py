@@ -1,0 +1,82 @@
+"""The closer look: which plate boxes a vehicle about to be left to the attendant has read again
+deblurred (:mod:`gatekeeper.vision.deblur` does the deblurring), and how the sharpened copies agree
+on a read.
+
+At an exit the copies' probabilities are scored against the sessions inside (the reader's
+``closer_look``); at an entry they vote for a plate (``closer_read``): a soft or dim plate that no
+single crop reads surely is read alike through several kernels, while scenery and mush read
+differently through each (docs/anpr.md, "The entry's closer read"). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TypeVar
+
+import numpy as np
+
+from gatekeeper.vision.deblur import deblurred_crops
+from gatekeeper.vision.plate_finder import TextRow, box_iou
+
+if TYPE_CHECKING:
+    from gatekeeper.vision.plate_detector import PlateBox
+    from gatekeeper.vision.plate_formats import Decoded
+
+Box = tuple[float, float, float, float]
+PixelBox = tuple[int, int, int, int]
+Job = TypeVar("Job")
+
+#: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
+CLOSER_LOOK_BOXES = 1
+#: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
+CORE_SAME_IOU = 0.9
+#: A closer read (an entry's closer look) needs this many deblurred crops to read one listed-layout
+#: plate alike, each at least this sure, and twice as many as any other reading (dev sample: the
+#: plates read 5-7 times, mush once each; docs/anpr.md).
+CLOSER_READ_MIN_VOTES = 3
+CLOSER_READ_MIN_CONFIDENCE = 0.5
+
+
+class PlateFinder(Protocol):
+    """Where plates are in a frame (:class:`gatekeeper.vision.plate_detector.PlateDetector`)."""
+
+    def detect(self, image: np.ndarray, *, min_contrast: float = ...) -> "Sequence[PlateBox]": ...
+
+
+def closer_boxes(finder: PlateFinder, grey: np.ndarray) -> list[Box]:
+    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
+    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
+    plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
+    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
+    from gatekeeper.vision.plate_detector import FLAT_CONTRAST
+
+    out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
+    found = finder.detect(grey, min_contrast=FLAT_CONTRAST)
+    core = found[0].core if found else None
+    if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
+        out.append(core)
+    return out
+
+
+def closer_crops(
+    finder: PlateFinder, grey: np.ndarray, *, whole_row: Callable[[Box], TextRow], pad_x: float, pad_y: float,
+    real_x: float,
+) -> list[tuple[np.ndarray, PixelBox]]:
+    """Every recogniser crop of the closer look, with the box it was cut from (full-resolution pixels)."""
+    return [(crop, (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3]))))
+            for box in closer_boxes(finder, grey)
+            for crop in deblurred_crops(grey, box, whole_row=whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x)]
+
+
+def agreed_reading(readings: Sequence[tuple["Decoded | None", Job]]) -> tuple["Decoded", Job] | None:
+    """The listed-layout reading the copies agree on (its surest copy), or None: at least
+    :data:`CLOSER_READ_MIN_VOTES` copies read it :data:`CLOSER_READ_MIN_CONFIDENCE` sure, twice as
+    many as any other reading."""
+    votes: dict[str, list[tuple[Decoded, Job]]] = defaultdict(list)
+    for decoded, job in readings:
+        if decoded is not None and not decoded.fallback and decoded.confidence >= CLOSER_READ_MIN_CONFIDENCE:
+            votes[decoded.plate].append((decoded, job))
+    ranked = sorted(votes.values(), key=len, reverse=True)
+    if not ranked or len(ranked[0]) < CLOSER_READ_MIN_VOTES or (len(ranked) > 1 and len(ranked[0]) < 2 * len(ranked[1])):
+        return None
+    return max(ranked[0], key=lambda dj: dj[0].confidence)
