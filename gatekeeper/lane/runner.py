@@ -351,7 +351,7 @@ class LaneRunner:
 
     def _closer_read_at(self, frame: Frame | None) -> CloserRead | None:
         """At an entry: the frame's plate box read again deblurred, for the sequence to ask for only
-        before it leaves an unread vehicle to the attendant (docs/anpr.md, "Closer read")."""
+        before it leaves an unread vehicle to the attendant (docs/anpr.md, "The entry's closer read")."""
         if not self.closer_look or self.lane.direction != "entry" or frame is None:
             return None
         return lambda: self.frame_reader.closer_read(frame)

@@ -93,9 +93,11 @@ class DecisionSequence:
         asked only when the decision would leave the vehicle to the attendant as unread or
         unmatched, and its crops count only for a match the stricter closer-look score accepts
         outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
-        decision it may change is the one being made. ``closer_read`` is an entry camera's: asked only
-        for a vehicle with no whole read, its read (if any) is decided as an unsure one. ``sure``: the read cleared the lane's sure
-        floor (an entry also takes unsure reads, which never grant a full lot's privilege).
+        decision it may change is the one being made. ``closer_read`` is an entry camera's: asked
+        only for a vehicle with no whole read, its read (if any) is decided as an unsure one.
+
+        ``sure``: the read cleared the lane's sure floor (an entry also takes unsure reads, which
+        never grant a reservation or allow-list privilege on their own).
         """
         plate = normalise_plate(plate_read)
         evidence = tuple(photos)
