@@ -412,20 +412,14 @@ class PlateReader:
         region: str | None = None,
         roi: tuple[int, int, int, int] | None = None,
     ) -> tuple[Glimpse, ...]:
-        """The probabilities of the surest plate box read again deblurred (:mod:`gatekeeper.vision.deblur`).
+        """The probabilities of the surest plate box (and blob core) read again deblurred
+        (:mod:`gatekeeper.vision.closer`, :mod:`gatekeeper.vision.deblur`).
 
-        For a vehicle the lane would otherwise hand to the attendant: about 1-1.5 s CPU. No plate
+        For a vehicle the lane would otherwise hand to the attendant: about 3.3 s CPU. No plate
         detector configured, or no box found: nothing (the OpenCV rows are already read).
         """
-        if self._recognizer is None:
-            raise RuntimeError("PlateReader is closed")
-        if self._detector is None:
-            return ()
-        try:
-            grey, _, _ = _grey_in(image, roi)
-        except ValueError:      # not an image, or the roi outside it: the first look said so already
-            return ()
-        return tuple(glimpse for glimpse, _, _ in self._closer_crops(grey, self._grammar(region or self.region)))
+        found = self._closer_crops(image, roi, region or self.region)
+        return () if found is None else tuple(glimpse for glimpse, _, _ in found[0])
 
     def closer_read(
         self,
@@ -438,16 +432,11 @@ class PlateReader:
         listed-layout plate 3+ sharpened copies read alike) and their probabilities. For an entry
         with no whole read (docs/anpr.md, "The entry's closer read"); same cost as :meth:`closer_look`.
         """
-        if self._recognizer is None:
-            raise RuntimeError("PlateReader is closed")
-        if self._detector is None:
-            return Observation(None)
-        try:
-            grey, ox, oy = _grey_in(image, roi)
-        except ValueError:
-            return Observation(None)
         region = region or self.region
-        seen = self._closer_crops(grey, self._grammar(region))
+        found = self._closer_crops(image, roi, region)
+        if found is None:
+            return Observation(None)
+        seen, ox, oy = found
         evidence = tuple(glimpse for glimpse, _, _ in seen)
         agreed = agreed_reading([(decoded, job) for _, decoded, job in seen])
         if agreed is None:
@@ -459,14 +448,24 @@ class PlateReader:
         ), evidence)
 
     def _closer_crops(
-        self, grey: np.ndarray, grammar: PlateGrammar,
-    ) -> list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]]:
-        """The closer look's deblurred crops, each with its evidence, grammar reading, and the crop with its box."""
-        assert self._detector is not None
+        self, image: np.ndarray, roi: tuple[int, int, int, int] | None, region: str,
+    ) -> tuple[list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]], int, int] | None:
+        """The closer look's deblurred crops, each with its evidence, grammar reading, and the crop with its
+        box, and the roi's offset; None without a detector, or for a non-image or a roi outside it (the
+        first look said so already)."""
+        if self._recognizer is None:
+            raise RuntimeError("PlateReader is closed")
+        if self._detector is None:
+            return None
+        try:
+            grey, ox, oy = _grey_in(image, roi)
+        except ValueError:
+            return None
         jobs = closer_crops(self._detector, grey, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
                             pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)
-        return [(glimpse, decoded[0] if decoded else None, job)
-                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
+        seen = [(glimpse, decoded[0] if decoded else None, job)
+                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], self._grammar(region)))]
+        return seen, ox, oy
 
     def read(
         self,
