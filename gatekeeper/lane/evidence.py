@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from gatekeeper.lane.ports import (
     Clock,
@@ -118,36 +118,31 @@ class FrameReader:
 
     def closer_look(self, frame: Frame) -> tuple[Glimpse, ...]:
         """The frame's plate read again deblurred (``PlateReader.closer_look``); () from a reader without it."""
-        look = getattr(self.reader, "closer_look", None)
-        if look is None:
-            return ()
-        try:
-            with self.lock:
-                self.beat()
-                glimpses = tuple(look(frame.image, region=self.region, roi=self.roi))
-                self._done()
-                return glimpses
-        except Exception as exc:
-            self.on_error(f"reader: {exc}")
-            log.exception("lane %s: closer look at frame %s failed; deciding without it", self.lane_id, frame.seq)
-            return ()
+        glimpses = self._look_again(frame, "closer_look", "closer look at")
+        return () if glimpses is None else tuple(glimpses)
 
     def closer_read(self, frame: Frame) -> tuple[PlateRead | None, tuple[Glimpse, ...]]:
         """The frame's plate read again deblurred, as a read (``PlateReader.closer_read``) and its
         probabilities; (None, ()) from a reader without it, or when it fails."""
-        look = getattr(self.reader, "closer_read", None)
+        seen = self._look_again(frame, "closer_read", "closer read of")
+        return (None, ()) if seen is None else (seen.read, tuple(seen.evidence))
+
+    def _look_again(self, frame: Frame, method: str, what: str) -> Any:
+        """The reader's ``method`` on the frame, under the shared lock; None from a reader without it, or
+        when it fails (the error is counted and the lane decides without it)."""
+        look = getattr(self.reader, method, None)
         if look is None:
-            return None, ()
+            return None
         try:
             with self.lock:
                 self.beat()
-                seen = look(frame.image, region=self.region, roi=self.roi)
+                out = look(frame.image, region=self.region, roi=self.roi)
                 self._done()
-                return seen.read, tuple(seen.evidence)
+                return out
         except Exception as exc:
             self.on_error(f"reader: {exc}")
-            log.exception("lane %s: closer read of frame %s failed; deciding without it", self.lane_id, frame.seq)
-            return None, ()
+            log.exception("lane %s: %s frame %s failed; deciding without it", self.lane_id, what, frame.seq)
+            return None
 
 
 @dataclass
