@@ -25,10 +25,11 @@ from gatekeeper.vision.reader import (
     row_crop,
     find_text_rows,
     looks_like_overlay,
+    pooled_votes,
     same_line,
 )
 from gatekeeper.vision.recognizer import ModelNotFoundError
-from gatekeeper.vision.plate_formats import PLATE_CHARS, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
+from gatekeeper.vision.plate_formats import PLATE_CHARS, Decoded, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
 
 WHITE = (255, 255, 255)
 YELLOW = (0, 220, 255)
@@ -347,6 +348,84 @@ def test_consolidation_stops_early_when_confident() -> None:
     assert c.done
     result = c.result()
     assert result is not None and result.normalised == "AB123CD" and result.confidence >= 0.85
+
+
+# --------------------------------------------------------------------------- one row's views pooled
+
+
+def _view(glyphs: list[dict[str, float]]) -> np.ndarray:
+    """A folded matrix: each glyph's probabilities ('-' blank) on one frame, blank frames between."""
+    from gatekeeper.vision.scoring import CHARS
+
+    def frame(probs: dict[str, float]) -> np.ndarray:
+        row = np.full(1 + len(CHARS), 1e-4)
+        for ch, p in probs.items():
+            row[0 if ch == "-" else 1 + CHARS.index(ch)] = p
+        return row / row.sum()
+
+    frames = [frame({"-": 0.99})]
+    for glyph in glyphs:
+        frames += [frame(glyph), frame({"-": 0.99})]
+    return np.array(frames)
+
+
+def _decoded(plate: str, confidence: float, *, fallback: bool = False) -> Decoded:
+    return Decoded(plate, plate, "test", 0.0, (confidence,) * len(plate), fallback=fallback)
+
+
+def _hesitant(plate: str, hesitation: dict[int, dict[str, float]]) -> np.ndarray:
+    return _view([hesitation.get(i, {ch: 0.95}) for i, ch in enumerate(plate)])
+
+
+def test_views_that_each_hesitate_on_another_glyph_pool_into_the_plate() -> None:
+    # Four views of one plate: each reads it whole but one glyph is a near tie, and the grammar's
+    # reading goes the other way on three of them. By string none of the readings has half the votes.
+    read = [
+        (_decoded("00256M1", 0.66), _hesitant("00256M1", {})),
+        (_decoded("0O256M1", 0.60), _hesitant("00256M1", {1: {"O": 0.5, "0": 0.45}})),
+        (_decoded("00256N1", 0.61), _hesitant("00256M1", {5: {"N": 0.5, "M": 0.45}})),
+        (_decoded("0O256M1", 0.62), _hesitant("00256M1", {1: {"O": 0.5, "0": 0.45}})),
+    ]
+    by_string: dict[str, float] = {}
+    for decoded, _ in read:
+        by_string[decoded.plate] = by_string.get(decoded.plate, 0.0) + decoded.confidence
+    assert max(by_string.values()) / len(read) < 0.5
+    pooled = pooled_votes(read)
+    assert max(pooled, key=lambda p: pooled[p]) == "00256M1"
+    assert pooled["00256M1"] / len(read) >= 0.55
+    assert all(pooled[p] <= pooled["00256M1"] for p in pooled)
+
+
+def test_pooling_keeps_apart_views_that_read_different_text_and_keeps_the_fallback_weight() -> None:
+    read = [
+        (_decoded("AB123CD", 0.9), _hesitant("AB123CD", {})),
+        (_decoded("XY987ZZ", 0.8), _hesitant("XY987ZZ", {})),
+        (_decoded("NICE1", 0.9, fallback=True), _hesitant("NICE1", {})),
+    ]
+    pooled = pooled_votes(read)
+    assert pooled["AB123CD"] == pytest.approx(0.9, abs=0.01)     # the other text lends it nothing
+    assert pooled["XY987ZZ"] == pytest.approx(0.8, abs=0.01)
+    assert pooled["NICE1"] == pytest.approx(0.9 * 0.7, abs=0.01)  # FALLBACK_WEIGHT
+    one = [(_decoded("AB123CD", 0.9), _hesitant("AB123CD", {}))] * 2
+    assert pooled_votes(one) == pytest.approx({"AB123CD": 1.8})  # one reading: the string votes
+
+
+@pytest.mark.parametrize("reading, confidence, fallback, bonus, settled", [
+    ("OO2S6M", 0.71, False, 0.15, False),   # a plate box's bonus alone does not settle an unsure row
+    ("AB123CD", 0.85, False, 0.0, True),
+    ("AB123CD", 0.85, False, 0.15, True),
+    ("NICE1", 0.95, True, 0.15, True),      # a sure personalised plate in a plate box, as before
+    ("NICE1", 0.95, True, 0.0, False),      # ... and not outside one (0.7 of its confidence)
+])
+def test_one_view_settles_a_row_only_when_its_reading_is_sure(
+    reading: str, confidence: float, fallback: bool, bonus: float, settled: bool,
+) -> None:
+    from gatekeeper.vision.reader import _Candidate
+
+    candidate = _Candidate(TextRow((0, 0, 60, 12), 0.0, 10.0, 6, 1.0), 0, bonus=bonus)
+    candidate.add(_decoded(reading, confidence, fallback=fallback), np.zeros((12, 60), np.uint8), (0, 0, 60, 12),
+                  _hesitant(reading, {}))
+    assert candidate.settled() is settled
 
 
 def test_consolidation_without_reads_gives_none() -> None:

@@ -39,7 +39,7 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     rows_in_plate_box,
 )
 from gatekeeper.vision.closer import PlateFinder, agreed_reading, closer_crops
-from gatekeeper.vision.scoring import fold
+from gatekeeper.vision.scoring import ctc_log_probs, fold
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
@@ -101,13 +101,25 @@ class _Candidate:
     bonus: float = 0.0          # PLATE_BONUS when inside a detected plate box
     votes: dict[str, float] = field(default_factory=dict)
     best: dict[str, tuple[Decoded, np.ndarray, tuple[int, int, int, int]]] = field(default_factory=dict)
+    read: list[tuple[Decoded, np.ndarray]] = field(default_factory=list)   # each view's reading and matrix
 
-    def add(self, decoded: Decoded, crop: np.ndarray, box: tuple[int, int, int, int]) -> None:
-        weight = decoded.confidence * (FALLBACK_WEIGHT if decoded.fallback else 1.0)
-        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + weight
+    def add(self, decoded: Decoded, crop: np.ndarray, box: tuple[int, int, int, int], matrix: np.ndarray) -> None:
+        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + _weight(decoded)
+        self.read.append((decoded, matrix))
         held = self.best.get(decoded.plate)
         if held is None or decoded.confidence > held[0].confidence:
             self.best[decoded.plate] = (decoded, crop, box)
+
+    def pool(self) -> None:
+        """Votes by probability rather than by string (:func:`pooled_votes`)."""
+        self.votes = pooled_votes(self.read)
+
+    def settled(self) -> bool:
+        """One view is enough: the leading reading is :data:`SETTLED_CONFIDENCE` sure by itself, and
+        with the plate box's bonus. The bonus alone does not settle a row: ``OO2S6M`` read at 0.71 in a
+        plate box cut the last glyph of ``00256M1``, which the extra views read (docs/anpr.md, "Pooled views")."""
+        lead = self.leader
+        return lead is not None and min(self.score(1), self.best[lead][0].confidence) >= SETTLED_CONFIDENCE
 
     @property
     def leader(self) -> str | None:
@@ -119,6 +131,35 @@ class _Candidate:
         if lead is None:
             return -math.inf
         return self.votes[lead] / views - 0.03 * self.rank + self.bonus
+
+
+def pooled_votes(read: Sequence[tuple[Decoded, np.ndarray]]) -> dict[str, float]:
+    """Each reading's votes when every view of a row backs every reading, not only its own.
+
+    A view's vote (its reading's confidence) goes to each reading in proportion to how likely the
+    view finds it, per character against its own reading (CTC on the view's matrix, capped at 1);
+    a fallback layout's reading keeps :data:`FALLBACK_WEIGHT` of its votes. Four views of one plate
+    that read ``00256M1``, ``0O256M1``, ``00256N1`` and ``0O256M1`` split their votes as strings and
+    none reaches 0.5; pooled, ``00256M1`` leads at 0.58 (docs/anpr.md, "Pooled views").
+    """
+    fallback: dict[str, bool] = {}
+    for decoded, _ in read:
+        fallback[decoded.plate] = fallback.get(decoded.plate, True) and decoded.fallback
+    plates = list(fallback)
+    lengths = np.array([max(1, len(p)) for p in plates])
+    pooled = dict.fromkeys(plates, 0.0)
+    for decoded, matrix in read:
+        per = ctc_log_probs(matrix, plates) / lengths
+        own = per[plates.index(decoded.plate)]
+        for plate, lp in zip(plates, per):
+            share = 1.0 if plate == decoded.plate else math.exp(min(0.0, float(lp - own)))
+            pooled[plate] += decoded.confidence * share
+    return {p: v * (FALLBACK_WEIGHT if fallback[p] else 1.0) for p, v in pooled.items()}
+
+
+def _weight(decoded: Decoded) -> float:
+    """A reading's vote: its confidence, :data:`FALLBACK_WEIGHT` of it through a fallback layout."""
+    return decoded.confidence * (FALLBACK_WEIGHT if decoded.fallback else 1.0)
 
 
 #: Added to the score of a row inside a detected plate box: a sign or dealer text read with
@@ -378,10 +419,11 @@ class PlateReader:
                 if overlays is not None:
                     overlays.append(cand.row)
                 continue
+            glimpse = _glimpse(probs, alphabet, decoded)
             if decoded:
-                cand.add(decoded[0], crop, box)
+                cand.add(decoded[0], crop, box, glimpse.matrix)
             if evidence is not None:
-                evidence.append((cand, _glimpse(probs, alphabet, decoded)))
+                evidence.append((cand, glimpse))
 
     def _read_bands(
         self, grey: np.ndarray, grammar: PlateGrammar, boxes: "Sequence[PlateBox]",
@@ -515,9 +557,11 @@ class PlateReader:
         leaders = sorted(candidates, key=lambda c: -c.score(1))[: self._refine]
         leaders = [c for c in leaders if c.leader is not None]
         views = 1
-        if leaders and leaders[0].score(1) < SETTLED_CONFIDENCE:
+        if leaders and not leaders[0].settled():
             self._read_views(grey, scale, grammar, [(c, v) for c in leaders for v in EXTRA_VIEWS], None, glimpses)
             views += len(EXTRA_VIEWS)
+            for c in leaders:
+                c.pool()
         t3 = time.perf_counter()
         best = max(leaders, key=lambda c: c.score(views), default=None)
         timings = {
