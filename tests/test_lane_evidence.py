@@ -528,3 +528,28 @@ def test_a_closer_read_grants_no_privilege(tmp_path: Path, request: pytest.Fixtu
     source.closer_plate = "KL456MN"
     kind, outcome = lot.one(ENTRY, None, _smeared("KL456MN"))
     assert (kind, outcome.open, outcome.reason) == ("decided", False, "full")
+
+
+# --------------------------------------------------------------------------- two cars one glyph apart
+
+
+def test_two_cars_one_glyph_apart_back_to_back_are_two_vehicles(lot: EvidenceLot) -> None:
+    """Fleet cars with consecutive plates: each photo reads its own plate clearly, so the hold-off
+    does not take the second car for the first one read with a slip."""
+    kind, first = lot.one(ENTRY, Read("AB123CD"), glimpse("AB123CD"))
+    assert kind == "decided" and first.open
+    lot.clock.advance(3)
+    kind, second = lot.one(ENTRY, Read("AB124CD"), glimpse("AB124CD"))
+    assert kind == "decided" and second.open and second.session_id != first.session_id
+    assert sorted(s["plate"] for s in lot.store.sessions()) == ["AB123CD", "AB124CD"]
+
+
+def test_one_car_read_again_with_a_slip_is_the_same_vehicle(lot: EvidenceLot) -> None:
+    """The same car photographed again as it drives in, the 3 read as a 4 this time but hesitantly:
+    its photo does not tell the two plates apart, so it is the car already let in."""
+    kind, first = lot.one(ENTRY, Read("AB123CD"), glimpse("AB123CD"))
+    assert kind == "decided" and first.open
+    lot.clock.advance(2)
+    slipped = glimpse("AB124CD", {4: {"4": 0.55, "3": 0.4}})
+    assert lot.one(ENTRY, Read("AB124CD"), slipped) == ("same_vehicle", None)
+    assert [s["plate"] for s in lot.store.sessions()] == ["AB123CD"]

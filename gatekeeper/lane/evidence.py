@@ -33,11 +33,18 @@ from gatekeeper.lane.ports import (
     WholePlate,
 )
 from gatekeeper.rules import normalise_plate, plate_distance
+from gatekeeper.vision.scoring import ctc_log_probs
 
 log = logging.getLogger(__name__)
 
 #: A camera read this close to an earlier plate (look-alikes count a quarter) is the same plate.
 SAME_PLATE_DISTANCE = 1.0
+
+#: Two reads within :data:`SAME_PLATE_DISTANCE` are still two vehicles when each one's photos make
+#: its own plate this many nats likelier than the other's (about 55 times): fleet cars with
+#: consecutive plates arrive back to back, while one car read again with a slip hesitates between
+#: the two in at least one of its photos (docs/anpr.md, "Two cars one glyph apart").
+TOLD_APART_NATS = 4.0
 
 #: Photos (frames with crops read) kept per vehicle, the newest: a car waiting long is not scored on hundreds.
 MAX_PHOTOS = 12
@@ -312,19 +319,23 @@ class SameVehicleHoldOff:
         self._clock = clock
         self._recent: list[Recent] = []
 
-    def earlier(self, read: str, guesses: tuple[str, ...] = ()) -> Recent | None:
+    def earlier(
+        self, read: str, guesses: tuple[str, ...] = (), photos: tuple[tuple[Glimpse, ...], ...] = (),
+    ) -> Recent | None:
         """The vehicle this camera read continues, if it was decided within the hold-off.
 
-        The same plate (look-alikes cheap), or, for a read with no whole plate, the last
-        vehicle that had none either and whose guesses share one (or neither has any): two
-        unread cars in a row are two cars, each with its own no-read.
+        The same plate (look-alikes cheap) unless both vehicles' photos tell the two plates apart
+        (:func:`told_apart`), or, for a read with no whole plate, the last vehicle that had none
+        either and whose guesses share one (or neither has any): two unread cars in a row are two
+        cars, each with its own no-read.
         """
         if self.window_s <= 0:
             return None
         now = self._clock.monotonic()
         self._recent = [r for r in self._recent if now - r.last_seen <= self.window_s]
         for recent in reversed(self._recent):
-            if read and any(p and plate_distance(read, p) <= SAME_PLATE_DISTANCE for p in (recent.read, recent.plate)):
+            near = [p for p in (recent.read, recent.plate) if p and plate_distance(read, p) <= SAME_PLATE_DISTANCE]
+            if read and near and not all(told_apart(read, photos, p, recent.photos) for p in near):
                 return recent
             if not read and not recent.read and _guesses_meet(guesses, recent.guesses):
                 return recent
@@ -347,6 +358,29 @@ class SameVehicleHoldOff:
         """The same vehicle again with no new decision: its window starts over, its evidence grows."""
         recent.last_seen = self._clock.monotonic()
         recent.photos = photos
+
+
+def told_apart(
+    a: str, photos_a: tuple[tuple[Glimpse, ...], ...], b: str, photos_b: tuple[tuple[Glimpse, ...], ...],
+) -> bool:
+    """Two different plates, each the clear reading of its own vehicle's photos: ``a``'s crops make
+    ``a`` :data:`TOLD_APART_NATS` likelier than ``b`` (best crop each), and ``b``'s make ``b`` so.
+    The same plate, or no evidence on either side, is never told apart."""
+    if normalise_plate(a) == normalise_plate(b):
+        return False
+    return _preference(photos_a, a, b) >= TOLD_APART_NATS and _preference(photos_b, b, a) >= TOLD_APART_NATS
+
+
+def _preference(photos: tuple[tuple[Glimpse, ...], ...], mine: str, other: str) -> float:
+    """Nats by which the best crop for ``mine`` beats the best crop for ``other`` (0 with no crops)."""
+    best = [-float("inf"), -float("inf")]
+    for photo in photos:
+        for glimpse in photo:
+            scores = ctc_log_probs(glimpse.matrix, [mine, other])
+            best = [max(best[0], float(scores[0])), max(best[1], float(scores[1]))]
+    if best[0] == -float("inf"):
+        return 0.0
+    return best[0] - best[1]
 
 
 def _guesses_meet(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -103,7 +103,7 @@ class DecisionSequence:
         evidence = tuple(photos)
         with self.decision_lock:
             now = self.clock.now()
-            earlier = self.hold_off.earlier(plate, tuple(guesses)) if source == "camera" else None
+            earlier = self.hold_off.earlier(plate, tuple(guesses), evidence) if source == "camera" else None
             if earlier is not None and self._left_since(earlier):
                 self.hold_off.forget(earlier)
                 earlier = None
@@ -119,7 +119,7 @@ class DecisionSequence:
                 evidence, decision, read = self._closer_entry(now, evidence, decision, closer_read)
                 if read is not None:
                     plate, plate_read, confidence = read.normalised, read.text, float(read.confidence)
-                    let_in = self.hold_off.earlier(plate) if earlier is None else None
+                    let_in = self.hold_off.earlier(plate, photos=evidence) if earlier is None else None
                     if let_in is not None and let_in.opened and not self._left_since(let_in):
                         self._same_vehicle(let_in, evidence, plate_read, frame, None)   # read at last: it is in
                         return None
