@@ -553,3 +553,15 @@ def test_one_car_read_again_with_a_slip_is_the_same_vehicle(lot: EvidenceLot) ->
     slipped = glimpse("AB124CD", {4: {"4": 0.55, "3": 0.4}})
     assert lot.one(ENTRY, Read("AB124CD"), slipped) == ("same_vehicle", None)
     assert [s["plate"] for s in lot.store.sessions()] == ["AB123CD"]
+
+
+def test_at_an_exit_a_read_one_glyph_off_the_car_just_let_out_stays_that_car(lot: EvidenceLot) -> None:
+    """An exit photo clearly reading a plate one glyph off the car it just let out is that car again:
+    deciding it would open for the other plate's session (tell_apart is for entry lanes only)."""
+    mine = paid_session(lot, "AB123CD")
+    other = paid_session(lot, "AB124CD")
+    kind, outcome = lot.one(EXIT, Read("AB123CD"), glimpse("AB123CD"))
+    assert kind == "decided" and (outcome.open, outcome.session_id) == (True, mine)
+    lot.clock.advance(2)
+    assert lot.one(EXIT, Read("AB124CD"), glimpse("AB124CD")) == ("same_vehicle", None)
+    assert [s["status"] for s in lot.store.sessions() if s["id"] == other] != ["closed"]

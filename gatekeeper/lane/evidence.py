@@ -314,9 +314,13 @@ class Recent:
 class SameVehicleHoldOff:
     """Recent vehicles per lane, for the same-vehicle hold-off (``lane.same_vehicle_s``)."""
 
-    def __init__(self, *, window_s: float, clock: Clock) -> None:
+    def __init__(self, *, window_s: float, clock: Clock, tell_apart: bool = False) -> None:
+        """``tell_apart``: two reads one glyph apart may be two vehicles (:func:`told_apart`). Entry
+        lanes only: taking one car for two there costs a stray session, while at an exit the second
+        decision could open for the other plate's session."""
         self.window_s = window_s
         self._clock = clock
+        self._tell_apart = tell_apart
         self._recent: list[Recent] = []
 
     def earlier(
@@ -325,7 +329,7 @@ class SameVehicleHoldOff:
         """The vehicle this camera read continues, if it was decided within the hold-off.
 
         The same plate (look-alikes cheap) unless both vehicles' photos tell the two plates apart
-        (:func:`told_apart`), or, for a read with no whole plate, the last vehicle that had none
+        (:func:`told_apart`, with ``tell_apart``), or, for a read with no whole plate, the last vehicle that had none
         either and whose guesses share one (or neither has any): two unread cars in a row are two
         cars, each with its own no-read.
         """
@@ -335,7 +339,7 @@ class SameVehicleHoldOff:
         self._recent = [r for r in self._recent if now - r.last_seen <= self.window_s]
         for recent in reversed(self._recent):
             near = [p for p in (recent.read, recent.plate) if p and plate_distance(read, p) <= SAME_PLATE_DISTANCE]
-            if read and near and not all(told_apart(read, photos, p, recent.photos) for p in near):
+            if read and near and not (self._tell_apart and all(told_apart(read, photos, p, recent.photos) for p in near)):
                 return recent
             if not read and not recent.read and _guesses_meet(guesses, recent.guesses):
                 return recent
