@@ -25,9 +25,9 @@ from gatekeeper.vision.reader import (
     row_crop,
     find_text_rows,
     looks_like_overlay,
-    pooled_votes,
     same_line,
 )
+from gatekeeper.vision.votes import pooled_votes
 from gatekeeper.vision.recognizer import ModelNotFoundError
 from gatekeeper.vision.plate_formats import PLATE_CHARS, Decoded, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
 
@@ -420,9 +420,9 @@ def test_pooling_keeps_apart_views_that_read_different_text_and_keeps_the_fallba
 def test_one_view_settles_a_row_only_when_its_reading_is_sure(
     reading: str, confidence: float, fallback: bool, bonus: float, settled: bool,
 ) -> None:
-    from gatekeeper.vision.reader import _Candidate
+    from gatekeeper.vision.votes import RowCandidate
 
-    candidate = _Candidate(TextRow((0, 0, 60, 12), 0.0, 10.0, 6, 1.0), 0, bonus=bonus)
+    candidate = RowCandidate(TextRow((0, 0, 60, 12), 0.0, 10.0, 6, 1.0), 0, bonus=bonus)
     candidate.add(_decoded(reading, confidence, fallback=fallback), np.zeros((12, 60), np.uint8), (0, 0, 60, 12),
                   _hesitant(reading, {}))
     assert candidate.settled() is settled

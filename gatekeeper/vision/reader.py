@@ -39,7 +39,8 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     rows_in_plate_box,
 )
 from gatekeeper.vision.closer import PlateFinder, agreed_reading, closer_crops
-from gatekeeper.vision.scoring import ctc_log_probs, fold
+from gatekeeper.vision.votes import PLATE_BONUS, RowCandidate
+from gatekeeper.vision.scoring import fold
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
@@ -93,86 +94,6 @@ class Observation:
 
 # --------------------------------------------------------------------------- reader
 
-
-@dataclass
-class _Candidate:
-    row: TextRow
-    rank: int
-    bonus: float = 0.0          # PLATE_BONUS when inside a detected plate box
-    votes: dict[str, float] = field(default_factory=dict)
-    best: dict[str, tuple[Decoded, np.ndarray, tuple[int, int, int, int]]] = field(default_factory=dict)
-    read: list[tuple[Decoded, np.ndarray]] = field(default_factory=list)   # each view's reading and matrix
-
-    def add(self, decoded: Decoded, crop: np.ndarray, box: tuple[int, int, int, int], matrix: np.ndarray) -> None:
-        self.votes[decoded.plate] = self.votes.get(decoded.plate, 0.0) + _weight(decoded)
-        self.read.append((decoded, matrix))
-        held = self.best.get(decoded.plate)
-        if held is None or decoded.confidence > held[0].confidence:
-            self.best[decoded.plate] = (decoded, crop, box)
-
-    def pool(self) -> None:
-        """Votes by probability rather than by string (:func:`pooled_votes`)."""
-        self.votes = pooled_votes(self.read)
-
-    def settled(self) -> bool:
-        """One view is enough: the leading reading is :data:`SETTLED_CONFIDENCE` sure by itself, and
-        with the plate box's bonus. The bonus alone does not settle a row: ``OO2S6M`` read at 0.71 in a
-        plate box cut the last glyph of ``00256M1``, which the extra views read (docs/anpr.md, "Pooled views")."""
-        lead = self.leader
-        return lead is not None and min(self.score(1), self.best[lead][0].confidence) >= SETTLED_CONFIDENCE
-
-    @property
-    def leader(self) -> str | None:
-        return max(self.votes, key=lambda k: self.votes[k]) if self.votes else None
-
-    def score(self, views: int) -> float:
-        """Mean confidence of the leading reading over the views read, nudged by geometry rank."""
-        lead = self.leader
-        if lead is None:
-            return -math.inf
-        return self.votes[lead] / views - 0.03 * self.rank + self.bonus
-
-
-def pooled_votes(read: Sequence[tuple[Decoded, np.ndarray]]) -> dict[str, float]:
-    """Each reading's votes when every view of a row backs every reading, not only its own.
-
-    A view's vote (its reading's confidence) goes to each reading in proportion to how likely the
-    view finds it, per character against its own reading (CTC on the view's matrix, capped at 1);
-    a fallback layout's reading keeps :data:`FALLBACK_WEIGHT` of its votes. Four views of one plate
-    that read ``00256M1``, ``0O256M1``, ``00256N1`` and ``0O256M1`` split their votes as strings and
-    none reaches 0.5; pooled, ``00256M1`` leads at 0.58 (docs/anpr.md, "Pooled views").
-    """
-    fallback: dict[str, bool] = {}
-    for decoded, _ in read:
-        fallback[decoded.plate] = fallback.get(decoded.plate, True) and decoded.fallback
-    plates = list(fallback)
-    lengths = np.array([max(1, len(p)) for p in plates])
-    pooled = dict.fromkeys(plates, 0.0)
-    for decoded, matrix in read:
-        per = ctc_log_probs(matrix, plates) / lengths
-        own = per[plates.index(decoded.plate)]
-        for plate, lp in zip(plates, per):
-            share = 1.0 if plate == decoded.plate else math.exp(min(0.0, float(lp - own)))
-            pooled[plate] += decoded.confidence * share
-    return {p: v * (FALLBACK_WEIGHT if fallback[p] else 1.0) for p, v in pooled.items()}
-
-
-def _weight(decoded: Decoded) -> float:
-    """A reading's vote: its confidence, :data:`FALLBACK_WEIGHT` of it through a fallback layout."""
-    return decoded.confidence * (FALLBACK_WEIGHT if decoded.fallback else 1.0)
-
-
-#: Added to the score of a row inside a detected plate box: a sign or dealer text read with
-#: similar confidence loses to it.
-PLATE_BONUS = 0.15
-
-#: A reading through a fallback (``~``) layout counts this much of its confidence when
-#: rows compete: a sign or slogan that fits no real layout should lose to one that does.
-FALLBACK_WEIGHT = 0.7
-
-#: A first reading this sure (through a listed layout: fallback readings weigh less) is
-#: taken without the extra views; most clear plates stop here, at about half the cost.
-SETTLED_CONFIDENCE = 0.8
 
 #: When the most plate-like row (geometry rank 0) reads at least this sure through a listed
 #: layout, the other candidate rows are not read: about 30 % less CPU per photo on the
@@ -363,13 +284,13 @@ class PlateReader:
 
     def _candidates(
         self, grey: np.ndarray, work: np.ndarray, scale: float, boxes: "Sequence[PlateBox] | None" = None,
-    ) -> list[_Candidate]:
+    ) -> list[RowCandidate]:
         """OpenCV's whole-frame rows, plus up to ``detector_rows`` rows found inside the detector's
         plate boxes where OpenCV has none; rows inside a box get ``plate_bonus``. The detector
         only adds and marks (measured: letting its rows replace OpenCV's, or rank first, lost reads)."""
         rows = find_text_rows(work, max_rows=self._max_candidates)
         if self._detector is None:
-            return [_Candidate(row, i) for i, row in enumerate(rows)]
+            return [RowCandidate(row, i) for i, row in enumerate(rows)]
         boxes = self._boxes(grey) if boxes is None else boxes
         added = 0
         for det in boxes if self._detector_rows > 0 else []:
@@ -391,16 +312,16 @@ class PlateReader:
         # may be the frame's dealer text.
         sure = [box_row(d.box, scale) for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: self._box_rows]
         rows += [b for b in sure if all(box_iou(b.box, r.box) < 0.5 for r in rows)]
-        return [_Candidate(row, i, bonus=self._plate_bonus if on_plate(row) else 0.0) for i, row in enumerate(rows)]
+        return [RowCandidate(row, i, bonus=self._plate_bonus if on_plate(row) else 0.0) for i, row in enumerate(rows)]
 
     def _read_views(
         self,
         grey: np.ndarray,
         scale: float,
         grammar: PlateGrammar,
-        jobs: list[tuple[_Candidate, View]],
+        jobs: list[tuple[RowCandidate, View]],
         overlays: list[TextRow] | None = None,
-        evidence: list[tuple[_Candidate, Glimpse]] | None = None,
+        evidence: list[tuple[RowCandidate, Glimpse]] | None = None,
     ) -> None:
         """Read each (candidate, view) and add its decoding to the candidate.
 
@@ -538,7 +459,7 @@ class PlateReader:
         boxes = self._boxes(grey)
         candidates = self._candidates(grey, work, scale, boxes)
         t1 = time.perf_counter()
-        glimpses: list[tuple[_Candidate, Glimpse]] = []
+        glimpses: list[tuple[RowCandidate, Glimpse]] = []
         overlays: list[TextRow] = []
         if candidates:
             # The most plate-like row first: when it reads this sure, the others are not read.
@@ -547,7 +468,7 @@ class PlateReader:
                 self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays, glimpses)
         if self._second_look_rows > 0 and max((c.score(1) for c in candidates), default=-math.inf) < self._second_look_below:
             more = find_more_rows(work, [c.row for c in candidates], max_rows=self._second_look_rows)
-            extra = [_Candidate(row, i) for i, row in enumerate(more)]
+            extra = [RowCandidate(row, i) for i, row in enumerate(more)]
             self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in extra], overlays, glimpses)
             candidates = candidates + extra
         # A burned-in timestamp is often found in pieces ("2024-05-02" and "10.17"):
