@@ -29,7 +29,9 @@ from gatekeeper.vision.reader import (
 )
 from gatekeeper.vision.votes import pooled_votes
 from gatekeeper.vision.recognizer import ModelNotFoundError
-from gatekeeper.vision.plate_formats import PLATE_CHARS, Decoded, PlateGrammar, compile_layout, raw_reading, reduce_probabilities
+from gatekeeper.vision.plate_formats import (
+    PLATE_CHARS, Decoded, PlateGrammar, compile_layout, raw_reading, reduce_probabilities,
+)
 
 WHITE = (255, 255, 255)
 YELLOW = (0, 220, 255)

@@ -328,10 +328,10 @@ class SameVehicleHoldOff:
     ) -> Recent | None:
         """The vehicle this camera read continues, if it was decided within the hold-off.
 
-        The same plate (look-alikes cheap) unless both vehicles' photos tell the two plates apart
-        (:func:`told_apart`, with ``tell_apart``), or, for a read with no whole plate, the last vehicle that had none
-        either and whose guesses share one (or neither has any): two unread cars in a row are two
-        cars, each with its own no-read.
+        The same plate (look-alikes cheap), unless (with ``tell_apart``) both vehicles' photos
+        tell the two plates apart (:func:`told_apart`); or, for a read with no whole plate, the
+        last vehicle that had none either and whose guesses share one (or neither has any): two
+        unread cars in a row are two cars, each with its own no-read.
         """
         if self.window_s <= 0:
             return None
@@ -339,7 +339,8 @@ class SameVehicleHoldOff:
         self._recent = [r for r in self._recent if now - r.last_seen <= self.window_s]
         for recent in reversed(self._recent):
             near = [p for p in (recent.read, recent.plate) if p and plate_distance(read, p) <= SAME_PLATE_DISTANCE]
-            if read and near and not (self._tell_apart and all(told_apart(read, photos, p, recent.photos) for p in near)):
+            apart = self._tell_apart and all(told_apart(read, photos, p, recent.photos) for p in near)
+            if read and near and not apart:
                 return recent
             if not read and not recent.read and _guesses_meet(guesses, recent.guesses):
                 return recent
