@@ -32,6 +32,7 @@ from gatekeeper.vision.recognizer import ModelNotFoundError
 from gatekeeper.vision.plate_formats import (
     PLATE_CHARS, Decoded, PlateGrammar, compile_layout, raw_reading, reduce_probabilities,
 )
+from tests.test_lane_evidence import matrix   # a folded matrix spelling a plate, one glyph split
 
 WHITE = (255, 255, 255)
 YELLOW = (0, 220, 255)
@@ -355,38 +356,18 @@ def test_consolidation_stops_early_when_confident() -> None:
 # --------------------------------------------------------------------------- one row's views pooled
 
 
-def _view(glyphs: list[dict[str, float]]) -> np.ndarray:
-    """A folded matrix: each glyph's probabilities ('-' blank) on one frame, blank frames between."""
-    from gatekeeper.vision.scoring import CHARS
-
-    def frame(probs: dict[str, float]) -> np.ndarray:
-        row = np.full(1 + len(CHARS), 1e-4)
-        for ch, p in probs.items():
-            row[0 if ch == "-" else 1 + CHARS.index(ch)] = p
-        return row / row.sum()
-
-    frames = [frame({"-": 0.99})]
-    for glyph in glyphs:
-        frames += [frame(glyph), frame({"-": 0.99})]
-    return np.array(frames)
-
-
 def _decoded(plate: str, confidence: float, *, fallback: bool = False) -> Decoded:
     return Decoded(plate, plate, "test", 0.0, (confidence,) * len(plate), fallback=fallback)
-
-
-def _hesitant(plate: str, hesitation: dict[int, dict[str, float]]) -> np.ndarray:
-    return _view([hesitation.get(i, {ch: 0.95}) for i, ch in enumerate(plate)])
 
 
 def test_views_that_each_hesitate_on_another_glyph_pool_into_the_plate() -> None:
     # Four views of one plate: each reads it whole but one glyph is a near tie, and the grammar's
     # reading goes the other way on three of them. By string none of the readings has half the votes.
     read = [
-        (_decoded("00256M1", 0.66), _hesitant("00256M1", {})),
-        (_decoded("0O256M1", 0.60), _hesitant("00256M1", {1: {"O": 0.5, "0": 0.45}})),
-        (_decoded("00256N1", 0.61), _hesitant("00256M1", {5: {"N": 0.5, "M": 0.45}})),
-        (_decoded("0O256M1", 0.62), _hesitant("00256M1", {1: {"O": 0.5, "0": 0.45}})),
+        (_decoded("00256M1", 0.66), matrix("00256M1", {})),
+        (_decoded("0O256M1", 0.60), matrix("00256M1", {1: {"O": 0.5, "0": 0.45}})),
+        (_decoded("00256N1", 0.61), matrix("00256M1", {5: {"N": 0.5, "M": 0.45}})),
+        (_decoded("0O256M1", 0.62), matrix("00256M1", {1: {"O": 0.5, "0": 0.45}})),
     ]
     by_string: dict[str, float] = {}
     for decoded, _ in read:
@@ -400,15 +381,15 @@ def test_views_that_each_hesitate_on_another_glyph_pool_into_the_plate() -> None
 
 def test_pooling_keeps_apart_views_that_read_different_text_and_keeps_the_fallback_weight() -> None:
     read = [
-        (_decoded("AB123CD", 0.9), _hesitant("AB123CD", {})),
-        (_decoded("XY987ZZ", 0.8), _hesitant("XY987ZZ", {})),
-        (_decoded("NICE1", 0.9, fallback=True), _hesitant("NICE1", {})),
+        (_decoded("AB123CD", 0.9), matrix("AB123CD", {})),
+        (_decoded("XY987ZZ", 0.8), matrix("XY987ZZ", {})),
+        (_decoded("NICE1", 0.9, fallback=True), matrix("NICE1", {})),
     ]
     pooled = pooled_votes(read)
     assert pooled["AB123CD"] == pytest.approx(0.9, abs=0.01)     # the other text lends it nothing
     assert pooled["XY987ZZ"] == pytest.approx(0.8, abs=0.01)
     assert pooled["NICE1"] == pytest.approx(0.9 * 0.7, abs=0.01)  # FALLBACK_WEIGHT
-    one = [(_decoded("AB123CD", 0.9), _hesitant("AB123CD", {}))] * 2
+    one = [(_decoded("AB123CD", 0.9), matrix("AB123CD", {}))] * 2
     assert pooled_votes(one) == pytest.approx({"AB123CD": 1.8})  # one reading: the string votes
 
 
@@ -426,7 +407,7 @@ def test_one_view_settles_a_row_only_when_its_reading_is_sure(
 
     candidate = RowCandidate(TextRow((0, 0, 60, 12), 0.0, 10.0, 6, 1.0), 0, bonus=bonus)
     candidate.add(_decoded(reading, confidence, fallback=fallback), np.zeros((12, 60), np.uint8), (0, 0, 60, 12),
-                  _hesitant(reading, {}))
+                  matrix(reading, {}))
     assert candidate.settled() is settled
 
 
