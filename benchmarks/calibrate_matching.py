@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/calibrate_matching.py --data ../shared/bench/plates [--out DIR]
         [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1] [--model-dir DIR] [--detector on|off]
+        [--exit-recognizers plate_g2,plate_g3] [--closer-look]
 
 Validation/calibration only, nothing is trained. For every bench photo the real reader runs on
 the photo itself (an entry camera) and on ``--copies`` seeded perturbed copies (blur, light,
@@ -94,6 +95,14 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     # Floor 0: every read comes back with its confidence; "read" keeps the exit's floor (0.5), and
     # calibrate_alternates.py applies the entry's own (anpr.entry_min_confidence) to "read_any".
     reader = PlateReader(region="eu", recognizer=recording, detector=detector, min_confidence=0.0)
+    exit_recording, exit_reader = recording, reader
+    if args.exit_recognizers:       # as the lane's anpr.exit_recognizers: exit views read by their own reader
+        nets = {"plate_g2": recording.inner}
+        members = [Recording(nets.get(n) or EasyOcrRecognizer(name=n, threads=args.threads, model_dir=args.model_dir))
+                   for n in args.exit_recognizers.split(",")]
+        exit_recording = Recordings(members)
+        exit_reader = PlateReader(region="eu", recognizer=members[0], second_opinions=members[1:],
+                                  detector=detector, min_confidence=0.0)
     views: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for region in args.regions.split(","):
@@ -108,9 +117,10 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 data = encode_jpeg(view, rng.randint(75, 95))
                 shots.append((f"exit{c + 1}", cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), ops))
             for kind, shot, ops in shots:
-                recording.seen = []
-                read = reader.read(shot, region=region)
-                mats, free = _evidence(recording, grammar)
+                rec, rdr = (recording, reader) if kind == "entry" else (exit_recording, exit_reader)
+                rec.seen = []
+                read = rdr.read(shot, region=region)
+                mats, free = _evidence(rec, grammar)
                 views.append({
                     "region": region, "image": car.name, "truth": car.truth, "index": n, "kind": kind,
                     "ops": ops, "read": read.normalised if read and read.confidence >= SURE_READ else "",
@@ -118,9 +128,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "matrices": mats, "free": free,
                 })
                 if args.closer_look and kind != "entry":   # what an exit lane adds before calling the attendant
-                    recording.seen = []
-                    reader.closer_look(shot, region=region)
-                    views[-1]["closer_matrices"], views[-1]["closer_free"] = _evidence(recording, grammar)
+                    rec.seen = []
+                    rdr.closer_look(shot, region=region)
+                    views[-1]["closer_matrices"], views[-1]["closer_free"] = _evidence(rec, grammar)
             print(f"[{region}] {n + 1}/{len(cars)} {car.truth:10s} reads "
                   f"{[v['read'] or '-' for v in views[-len(shots):]]}  {time.monotonic() - t0:.0f} s", flush=True)
     reader.close()
@@ -128,6 +138,23 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         with open(args.cache, "wb") as fh:
             pickle.dump({"key": cache_key(args), "views": views}, fh)
     return views
+
+
+class Recordings:
+    """Several recordings (an exit reader's recogniser and its second opinions) seen as one."""
+
+    def __init__(self, members: list[Recording]) -> None:
+        self.members = members
+        self.alphabet = members[0].alphabet
+
+    @property
+    def seen(self) -> list[np.ndarray]:
+        return [m for r in self.members for m in r.seen]
+
+    @seen.setter
+    def seen(self, value: list[np.ndarray]) -> None:
+        for r in self.members:
+            r.seen = list(value)
 
 
 def _evidence(recording: Recording, grammar: Any) -> tuple[list[np.ndarray], list[list[str]]]:
@@ -145,6 +172,7 @@ def cache_key(args: argparse.Namespace) -> str:
     model = f"|{args.model_dir.resolve()}" if args.model_dir else ""
     model += "|detector" if args.detector == "on" else ""
     model += "|closer" if args.closer_look else ""
+    model += f"|exit:{args.exit_recognizers}" if args.exit_recognizers else ""
     return f"{args.data.resolve()}|{args.regions}|{args.limit}|{args.copies}|{args.seed}{model}|reads-with-confidence"
 
 
@@ -363,6 +391,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("calibration"))
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="recogniser folder (anpr.model_dir), e.g. a new fine-tune's export")
+    parser.add_argument("--exit-recognizers", default="",
+                        help="exit views read with the first, the others' probabilities added, e.g. plate_g2,plate_g3 "
+                             "(anpr.exit_recognizers; default: as the entry)")
     parser.add_argument("--detector", choices=("on", "off"), default="off",
                         help="read with the plate detector, as the lane does by default (anpr.plate_detector)")
     parser.add_argument("--closer-look", action="store_true",

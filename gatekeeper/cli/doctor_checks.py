@@ -240,22 +240,28 @@ def check_models(settings: Settings, *, test_read: bool, progress: Callable[[str
 
 
 def _check_onnx_models(settings: Settings) -> list[Check]:
-    """The .onnx recogniser the lane runs, checked against the SHA-256 in its manifest."""
+    """The .onnx recognisers the lanes run (entry and exit), checked against the SHA-256 in their manifest."""
     from gatekeeper.vision.onnx_recognizer import MODELS_DIR, verified_model
     from gatekeeper.vision.recognizer import ModelNotFoundError
 
     folder = Path(settings.anpr.model_dir) if settings.anpr.model_dir else MODELS_DIR
-    try:
-        path, _ = verified_model(folder, settings.anpr.recognizer)
-    except ModelNotFoundError as exc:
-        return [Check(f"model {settings.anpr.recognizer}", "fail", str(exc), "reinstall gatekeeper")]
-    return [Check(f"model {path.name}", "ok", f"{path}: sha256 matches its manifest", data={"path": str(path)})]
+    checks = []
+    for name in dict.fromkeys([settings.anpr.recognizer, *settings.anpr.exit_recognizers]):
+        try:
+            path, _ = verified_model(folder, name)
+        except ModelNotFoundError as exc:
+            checks.append(Check(f"model {name}", "fail", str(exc), "reinstall gatekeeper"))
+            continue
+        checks.append(Check(f"model {path.name}", "ok", f"{path}: sha256 matches its manifest", data={"path": str(path)}))
+    return checks
 
 
 def _check_torch_weights(settings: Settings) -> list[Check]:
     """anpr.runtime = "torch": EasyOCR's weights and the plate tuning against checksums.json."""
     from gatekeeper.vision.onnx_recognizer import sha256_of
-    from gatekeeper.vision.recognizer import EASYOCR_RECOGNIZER_FILE, PLATE_TUNING_FILE, ModelNotFoundError, locate_weights
+    from gatekeeper.vision.recognizer import (
+        EASYOCR_RECOGNIZER_FILE, PLATE_RECOGNIZER, TUNING_FILES, ModelNotFoundError, locate_weights,
+    )
 
     anpr = settings.anpr
     try:
@@ -263,8 +269,11 @@ def _check_torch_weights(settings: Settings) -> list[Check]:
     except ModelNotFoundError as exc:
         return [Check("plate reader models", "fail", str(exc), "pip install 'gatekeeper[train]'")]
     files = [folder / EASYOCR_RECOGNIZER_FILE]
-    if anpr.recognizer == "plate_g2":
-        files.append(Path(anpr.tuning_file) if anpr.tuning_file else PLATE_TUNING_FILE)
+    for name in dict.fromkeys([anpr.recognizer, *anpr.exit_recognizers]):
+        if name == PLATE_RECOGNIZER and anpr.tuning_file:
+            files.append(Path(anpr.tuning_file))
+        elif name in TUNING_FILES:
+            files.append(TUNING_FILES[name])
     known = _known_checksums()
     checks = []
     for path in files:

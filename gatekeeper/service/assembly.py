@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from gatekeeper.config import AnprConfig, LaneConfig, Settings
 from gatekeeper.hardware.barrier import Barrier
@@ -22,14 +22,50 @@ GrabberFactory = Callable[[LaneConfig], GrabberLike | None]
 BarrierFactory = Callable[[LaneConfig, Any], Any]
 
 
-def load_reader(anpr: AnprConfig) -> ReaderLike:
-    """The plate reader (models loaded once, shared by every lane)."""
+def load_readers(anpr: AnprConfig, directions: Iterable[str]) -> dict[str, ReaderLike]:
+    """A plate reader per lane direction in ``directions``, each network loaded once.
+
+    Entry lanes read with ``anpr.recognizer``. Exit lanes read with the first of
+    ``anpr.exit_recognizers``; the others read the same crops again as second opinions, whose
+    probabilities join the evidence the sessions are scored on: an exit camera's blur is read by
+    a network trained on it, a clean plate by the one that reads it best. With no exit
+    recognisers, or only the entry's, every lane shares one reader.
+    """
     from gatekeeper.vision.reader import PlateReader
 
     t0 = time.monotonic()
-    reader = PlateReader.from_config(anpr)
-    log.info("plate reader loaded in %.1f s", time.monotonic() - t0)
-    return reader
+    wanted = sorted(set(directions)) or ["entry"]
+    exit_names = list(anpr.exit_recognizers) or [anpr.recognizer]
+    if "exit" not in wanted or exit_names == [anpr.recognizer]:
+        shared = PlateReader.from_config(anpr)
+        log.info("plate reader loaded in %.1f s", time.monotonic() - t0)
+        return {direction: shared for direction in wanted}
+
+    from gatekeeper.vision.onnx_recognizer import load_recognizer
+    from gatekeeper.vision.recognizer import PLATE_RECOGNIZER
+
+    networks: dict[str, Any] = {}
+
+    def network(name: str) -> Any:
+        if name not in networks:
+            networks[name] = load_recognizer(
+                runtime=anpr.runtime, name=name, model_dir=anpr.model_dir, threads=anpr.threads,
+                tuning_file=anpr.tuning_file if name == PLATE_RECOGNIZER else None,
+            )
+        return networks[name]
+
+    readers: dict[str, ReaderLike] = {}
+    detector = None
+    if "entry" in wanted:
+        entry = PlateReader.from_config(anpr, recognizer=network(anpr.recognizer))
+        readers["entry"], detector = entry, entry.detector
+    readers["exit"] = PlateReader.from_config(
+        anpr, recognizer=network(exit_names[0]), second_opinions=[network(name) for name in exit_names[1:]],
+        detector=detector,
+    )
+    log.info("plate readers loaded in %.1f s: entry %s, exit %s", time.monotonic() - t0, anpr.recognizer,
+             " with second opinion ".join(exit_names))
+    return readers
 
 
 def build_lane(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, Settings, load_settings
 from gatekeeper.lane import ConsolidatorFactory, LaneRunner, ReaderLike, default_consolidator_factory, policy_from_settings
-from gatekeeper.service.assembly import BarrierFactory, GrabberFactory, build_lane, load_reader, start_sync
+from gatekeeper.service.assembly import BarrierFactory, GrabberFactory, build_lane, load_readers, start_sync
 from gatekeeper.service.control import ControlServer, PeerCredentials
 from gatekeeper.service.lock import AlreadyRunning, DataDirLock
 from gatekeeper.service.sdnotify import SystemdNotifier
@@ -67,8 +67,8 @@ class Daemon:
         self.sim = sim
         self.notifier = notifier or SystemdNotifier()
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._reader = reader
-        self._owns_reader = reader is None
+        self._reader = reader   # injected: every lane reads with it
+        self._readers: dict[str, ReaderLike] = {}
         self._pin_factory = pin_factory
         self._grabber_factory = grabber_factory
         self._barrier_factory = barrier_factory
@@ -124,8 +124,11 @@ class Daemon:
         self.store = Store.from_settings(s)  # creates the data directory 0700
         if self.store.created:
             log.warning("NEW LOT %r: created an empty database at %s", s.site.lot_id, self.store.path)
-        if self._reader is None:
-            self._reader = load_reader(s.anpr)
+        directions = {lane.direction for lane in s.lanes}
+        if self._reader is not None:
+            self._readers = {direction: self._reader for direction in directions}
+        elif not self._readers:
+            self._readers = load_readers(s.anpr, directions)
         if self._pin_factory is None:
             from gatekeeper.hardware.pins import make_pin_factory
 
@@ -136,7 +139,7 @@ class Daemon:
                                lane_health=self.lane_health)
         for lane in s.lanes:
             self.lanes[lane.id] = build_lane(
-                s, lane, store=self.store, reader=self._reader, pin_factory=self._pin_factory,
+                s, lane, store=self.store, reader=self._readers[lane.direction], pin_factory=self._pin_factory,
                 consolidator_factory=self._consolidator_factory, reader_lock=self.reader_lock,
                 decision_lock=self.decision_lock, on_change=self._wake_sync,
                 grabber_factory=self._grabber_factory, barrier_factory=self._barrier_factory,
@@ -311,11 +314,13 @@ class Daemon:
             except Exception:
                 log.exception("closing the cloud sync failed")
             self.sync = None
-        if self._owns_reader and self._reader is not None and hasattr(self._reader, "close"):
+        owned = [] if self._reader is not None else list({id(r): r for r in self._readers.values()}.values())
+        for reader in owned:
             try:
-                self._reader.close()  # type: ignore[attr-defined]
+                reader.close()  # type: ignore[attr-defined]
             except Exception:
                 log.exception("closing the plate reader failed")
+        self._readers = {}
         if self.store is not None:
             self.store.close()  # WAL checkpoint; every decision was already committed
             self.store = None

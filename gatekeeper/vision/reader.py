@@ -232,6 +232,7 @@ class PlateReader:
         second_look_below: float = SECOND_LOOK_BELOW,
         second_look_rows: int = 4,
         plate_bands: bool = True,
+        second_opinions: Sequence[Recognizer] = (),
     ) -> None:
         self.region = region
         self.min_confidence = min_confidence
@@ -254,23 +255,49 @@ class PlateReader:
         )
         # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
         self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
+        self._second_opinions = tuple(second_opinions)
+        if any(r.alphabet != self._recognizer.alphabet for r in self._second_opinions):
+            raise ValueError("a second opinion must spell with the reader's recogniser's alphabet")
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
-    def from_config(cls, anpr: "AnprConfig") -> "PlateReader":
+    def from_config(
+        cls, anpr: "AnprConfig", *, recognizer: Recognizer | None = None, detector: "PlateFinder | None" = None,
+        second_opinions: Sequence[Recognizer] = (),
+    ) -> "PlateReader":
+        """The reader ``anpr`` describes; ``recognizer``, ``second_opinions`` and ``detector``, when
+        given, are models already loaded (shared with another lane direction's reader)."""
+        if detector is None and anpr.plate_detector:
+            detector = _shipped_detector()
         return cls(
             region=anpr.region,
             formats=anpr.formats,
             model_dir=anpr.model_dir,
-            # One reader serves every lane: it hands out reads down to the lowest floor, each lane keeps its own.
+            # A reader may serve both kinds of lane: it hands out reads down to the lowest floor, each lane keeps its own.
             min_confidence=min(anpr.min_confidence, anpr.entry_min_confidence),
             threads=anpr.threads,
+            recognizer=recognizer,
             recognizer_name=anpr.recognizer,
             tuning_file=anpr.tuning_file,
             runtime=anpr.runtime,
-            detector=_shipped_detector() if anpr.plate_detector else None,
+            detector=detector if anpr.plate_detector else None,
             second_look_rows=4 if anpr.second_look else 0,
+            second_opinions=second_opinions,
         )
+
+    @property
+    def recognizer(self) -> Recognizer | None:
+        """The recogniser this reader reads with (None once closed)."""
+        return self._recognizer
+
+    @property
+    def second_opinions(self) -> tuple[Recognizer, ...]:
+        """Recognisers whose probabilities of the same crops join the evidence, not the vote."""
+        return self._second_opinions
+
+    @property
+    def detector(self) -> "PlateFinder | None":
+        return self._detector
 
     def _grammar(self, region: str) -> PlateGrammar:
         grammar = self._grammars.get(region)
@@ -333,7 +360,8 @@ class PlateReader:
         views = [stretch_contrast(c) for c, _ in crops]
         alphabet = self._recognizer.alphabet
         frame_h = grey.shape[0] * scale
-        for (cand, _), (crop, box), probs in zip(jobs, crops, self._recognizer.probabilities(views)):
+        read: list[tuple[RowCandidate, np.ndarray]] = []   # crops that became evidence, for the second opinions
+        for (cand, _), (crop, box), view, probs in zip(jobs, crops, views, self._recognizer.probabilities(views)):
             dated = looks_like_overlay(raw_reading(probs, alphabet))
             decoded = [] if dated else grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             if dated or (decoded and decoded[0].plate.isdigit() and _at_frame_edge(cand.row, frame_h)):
@@ -345,6 +373,14 @@ class PlateReader:
                 cand.add(decoded[0], crop, box, glimpse.matrix)
             if evidence is not None:
                 evidence.append((cand, glimpse))
+                read.append((cand, view))
+        if evidence is not None:
+            evidence += zip([c for c, _ in read], self._second_glimpses([v for _, v in read], grammar))
+
+    def _second_glimpses(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[Glimpse]:
+        """The second opinions' evidence of ``crops`` (prepared views), in order, each opinion's crops in turn."""
+        return [glimpse for opinion in self._second_opinions
+                for glimpse, _ in self._recognise(crops, grammar, opinion)]
 
     def _read_bands(
         self, grey: np.ndarray, grammar: PlateGrammar, boxes: "Sequence[PlateBox]",
@@ -356,14 +392,17 @@ class PlateReader:
         return [(glimpse, decoded[0] if decoded else None, job)
                 for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
 
-    def _recognise(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[tuple[Glimpse, list[Decoded]]]:
-        """Each crop's evidence and grammar reading, :data:`RECOGNISE_BATCH` crops per call: one batch
-        of thirty grows the runtime's memory arena for good."""
-        assert self._recognizer is not None
-        alphabet = self._recognizer.alphabet
+    def _recognise(
+        self, crops: Sequence[np.ndarray], grammar: PlateGrammar, recognizer: Recognizer | None = None,
+    ) -> list[tuple[Glimpse, list[Decoded]]]:
+        """Each crop's evidence and grammar reading (by ``recognizer``, default the reader's own),
+        :data:`RECOGNISE_BATCH` crops per call: one batch of thirty grows the runtime's memory arena for good."""
+        recognizer = recognizer or self._recognizer
+        assert recognizer is not None
+        alphabet = recognizer.alphabet
         out = []
         for i in range(0, len(crops), RECOGNISE_BATCH):
-            for probs in self._recognizer.probabilities(crops[i: i + RECOGNISE_BATCH]):
+            for probs in recognizer.probabilities(crops[i: i + RECOGNISE_BATCH]):
                 decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
                 out.append((_glimpse(probs, alphabet, decoded), decoded))
         return out
@@ -378,11 +417,17 @@ class PlateReader:
         """The probabilities of the surest plate box (and blob core) read again deblurred
         (:mod:`gatekeeper.vision.closer`, :mod:`gatekeeper.vision.deblur`).
 
-        For a vehicle the lane would otherwise hand to the attendant: about 3.3 s CPU. No plate
-        detector configured, or no box found: nothing (the OpenCV rows are already read).
+        For a vehicle the lane would otherwise hand to the attendant: about 3.3 s CPU, and as much
+        again per second opinion. No plate detector configured, or no box found: nothing (the OpenCV
+        rows are already read).
         """
-        found = self._closer_crops(image, roi, region or self.region)
-        return () if found is None else tuple(glimpse for glimpse, _, _ in found[0])
+        region = region or self.region
+        found = self._closer_crops(image, roi, region)
+        if found is None:
+            return ()
+        seen = found[0]
+        crops = [crop for _, _, (crop, _) in seen]
+        return (*(glimpse for glimpse, _, _ in seen), *self._second_glimpses(crops, self._grammar(region)))
 
     def closer_read(
         self,
@@ -499,6 +544,7 @@ class PlateReader:
         unsure = confidence < max(self.min_confidence, BANDS_BELOW)
         banded = self._read_bands(grey, grammar, boxes) if unsure or partial else []
         evidence += tuple(g for g, _, _ in banded)
+        evidence += tuple(self._second_glimpses([crop for _, _, (crop, _) in banded], grammar))
         sure = [(d, crop, box) for _, d, (crop, box) in banded
                 if d is not None and not d.fallback and d.confidence >= BAND_READ_MIN_CONFIDENCE]
         if sure:        # the plate box's bands read a plate the rows did not
@@ -523,7 +569,8 @@ class PlateReader:
 
     def close(self) -> None:
         if self._recognizer is not None:
-            self._recognizer.close()
+            for recognizer in (self._recognizer, *self._second_opinions):
+                recognizer.close()
             self._recognizer = None
 
     def __enter__(self) -> "PlateReader":

