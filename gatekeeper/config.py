@@ -133,10 +133,10 @@ class AnprConfig(Section):
         "plates (shipped); plate_g3: plate_g2 fine-tuned on an exit camera's blur; english_g2: EasyOCR's stock"
     )
     exit_recognizers: list[RecognizerName] = Field(
-        default_factory=list, max_length=3,
-        description="exit lanes read with the first of these; the others read the same crops again and their "
-        "probabilities join the evidence the sessions are scored on (not the read). Empty: as entry lanes "
-        "(recognizer). A network both directions use is loaded once",
+        default_factory=lambda: ["plate_g2", "plate_g3"], max_length=3,
+        description="exit lanes read with the first of these; the others read the same crops again (first look, "
+        "plate bands, closer look) and their probabilities join the evidence the sessions are scored on, not the "
+        "read. Empty: as entry lanes (recognizer). A network both directions use is loaded once",
     )
     @field_validator("exit_recognizers")
     @classmethod
