@@ -138,6 +138,7 @@ class AnprConfig(Section):
         "plate bands, closer look) and their probabilities join the evidence the sessions are scored on, not the "
         "read. Empty: as entry lanes (recognizer). A network both directions use is loaded once",
     )
+
     @field_validator("exit_recognizers")
     @classmethod
     def _each_once(cls, value: list[str]) -> list[str]:

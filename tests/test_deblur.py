@@ -50,11 +50,13 @@ def _best(glimpses, truth: str) -> float:
                default=-99.0)
 
 
-@pytest.mark.parametrize("text", ["ZG-3081-AE", "SE-56-HGN"])
-def test_closer_look_reads_a_motion_blurred_plate_the_first_look_cannot(reader, text: str) -> None:
-    """A small plate smeared 9 px sideways: no crop of the first look spells it; a deblurred one does."""
+@pytest.mark.parametrize("text, streak", [("ZG-3081-AE", 9), ("SE-56-HGN", 10)])
+def test_closer_look_reads_a_motion_blurred_plate_the_first_look_cannot(reader, text: str, streak: int) -> None:
+    """A small plate smeared 9-10 px sideways: no crop of the first look spells it; a deblurred one does.
+    (OpenCV 5.1 draws the scene so that `SE-56-HGN` smeared 9 px scores -1.08 in the first look; 10 px
+    keeps the test's premise, and the bank has a 10 px streak.)"""
     car = cv2.resize(draw_plate_scene(text, seed=3), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
-    blurred = cv2.filter2D(car, -1, motion_kernel(9, 0.0))
+    blurred = cv2.filter2D(car, -1, motion_kernel(streak, 0.0))
     truth = text.replace("-", "")
     first = reader.observe(blurred)
     closer = reader.closer_look(blurred)

@@ -180,8 +180,14 @@ def test_onnx_and_torch_agree_on_drawn_plates(plate_onnx: OnnxRecognizer) -> Non
     assert exact["onnx"] >= len(PLATES) // 2, exact   # the set is read at all, so the count means something
 
 
-def test_two_lanes_share_one_reader_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatekeeper.config import MqttConfig, Settings, StorageConfig
+@pytest.mark.parametrize("exit_recognizers, networks", [
+    (None, [PLATE_RECOGNIZER, "plate_g3"]),        # the default: exits ask plate_g3 for a second opinion
+    ([], [PLATE_RECOGNIZER]),                      # exits read as entries: one reader for both lanes
+])
+def test_two_lanes_load_each_network_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_recognizers: list[str] | None, networks: list[str],
+) -> None:
+    from gatekeeper.config import AnprConfig, MqttConfig, Settings, StorageConfig
     from gatekeeper.service.daemon import Daemon
     from gatekeeper.service.sdnotify import SystemdNotifier
     from tests.test_lane import lane_config
@@ -194,17 +200,22 @@ def test_two_lanes_share_one_reader_loaded_once(tmp_path: Path, monkeypatch: pyt
         loads.append(self)
 
     monkeypatch.setattr(OnnxRecognizer, "__init__", counting_init)
+    anpr = AnprConfig() if exit_recognizers is None else AnprConfig(exit_recognizers=exit_recognizers)
     settings = Settings(
         lanes=[lane_config("entry-1", "entry", tmp_path / "in", 17, 27),
                lane_config("exit-1", "exit", tmp_path / "out", 22, 23)],
         storage=StorageConfig(data_dir=tmp_path / "data", min_free_mb=0),
         mqtt=MqttConfig(enabled=False),
+        anpr=anpr,
     )
     daemon = Daemon(settings, sim=True, notifier=SystemdNotifier(environ={}), control_socket=False)
     daemon.start()
     try:
-        readers = {id(runner.frame_reader.reader) for runner in daemon.lanes.values()}
-        assert len(daemon.lanes) == 2 and len(readers) == 1
-        assert len(loads) == 1 and loads[0].threads == settings.anpr.threads
+        entry, exit_ = (daemon.lanes[lane].frame_reader.reader for lane in ("entry-1", "exit-1"))
+        assert (entry is exit_) == (len(networks) == 1)
+        assert entry.recognizer is exit_.recognizer              # plate_g2 loaded once, read by both
+        assert [r.name for r in loads] == networks and all(r.threads == settings.anpr.threads for r in loads)
+        assert [r.name for r in exit_.second_opinions] == networks[1:]
     finally:
         daemon.shutdown()
+    assert all(r._session is None for r in loads)                # the daemon closed every network

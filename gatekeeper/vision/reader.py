@@ -253,11 +253,12 @@ class PlateReader:
         self._recognizer: Recognizer | None = recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
         )
-        # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
-        self._recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
         self._second_opinions = tuple(second_opinions)
         if any(r.alphabet != self._recognizer.alphabet for r in self._second_opinions):
             raise ValueError("a second opinion must spell with the reader's recogniser's alphabet")
+        # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
+        for recognizer in (self._recognizer, *self._second_opinions):
+            recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
