@@ -140,3 +140,24 @@ def test_the_shipped_blur_recogniser_is_the_export_of_the_shipped_tuning() -> No
     known = json.loads((MODELS_DIR / "checksums.json").read_text())["sha256"]
     assert known[tuning.name] == sha256_of(tuning)
     assert json.loads((MODELS_DIR / MANIFEST).read_text())["recognizers"][BLUR_RECOGNIZER]["file"] == path.name
+
+
+def test_a_model_folder_without_the_exit_recogniser_fails_at_start_saying_which_setting(tmp_path) -> None:
+    """A site's own export made before plate_g3 existed: the daemon refuses to start, naming the
+    setting that asks for the missing network and how to do without it."""
+    import json
+    import shutil
+
+    from gatekeeper.vision.onnx_recognizer import MANIFEST, MODELS_DIR
+    from gatekeeper.vision.recognizer import ModelNotFoundError
+
+    manifest = json.loads((MODELS_DIR / MANIFEST).read_text())
+    manifest["recognizers"] = {PLATE_RECOGNIZER: manifest["recognizers"][PLATE_RECOGNIZER]}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    shutil.copy(MODELS_DIR / f"{PLATE_RECOGNIZER}.onnx", tmp_path)
+    anpr = AnprConfig(region="eu", threads=1, model_dir=tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"exit_recognizers names 'plate_g3'.*exit_recognizers = \[\]"):
+        load_readers(anpr, {"entry", "exit"})
+    readers = load_readers(anpr.model_copy(update={"exit_recognizers": []}), {"entry", "exit"})
+    assert readers["entry"] is readers["exit"]
+    readers["entry"].close()

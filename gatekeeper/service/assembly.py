@@ -42,16 +42,23 @@ def load_readers(anpr: AnprConfig, directions: Iterable[str]) -> dict[str, Reade
         return {direction: shared for direction in wanted}
 
     from gatekeeper.vision.onnx_recognizer import load_recognizer
-    from gatekeeper.vision.recognizer import PLATE_RECOGNIZER
+    from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, ModelNotFoundError
 
     networks: dict[str, Any] = {}
 
     def network(name: str) -> Any:
         if name not in networks:
-            networks[name] = load_recognizer(
-                runtime=anpr.runtime, name=name, model_dir=anpr.model_dir, threads=anpr.threads,
-                tuning_file=anpr.tuning_file if name == PLATE_RECOGNIZER else None,
-            )
+            try:
+                networks[name] = load_recognizer(
+                    runtime=anpr.runtime, name=name, model_dir=anpr.model_dir, threads=anpr.threads,
+                    tuning_file=anpr.tuning_file if name == PLATE_RECOGNIZER else None,
+                )
+            except ModelNotFoundError as exc:
+                if name == anpr.recognizer:
+                    raise
+                # A model_dir exported before this recogniser existed: say which setting asks for it.
+                raise ModelNotFoundError(f"{exc} (anpr.exit_recognizers names {name!r}; export it, or set "
+                                         f"anpr.exit_recognizers = [] to read exits as entries)") from None
         return networks[name]
 
     readers: dict[str, ReaderLike] = {}
