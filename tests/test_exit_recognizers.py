@@ -69,6 +69,15 @@ def test_a_second_opinion_adds_evidence_and_leaves_the_read_alone(
     assert best(both.evidence) >= best(alone.evidence)
 
 
+def test_each_of_two_second_opinions_adds_its_evidence(plate: OnnxRecognizer, blur: OnnxRecognizer) -> None:
+    scene = _streaked(draw_plate_scene("KX52TRA", seed=3), 9)
+    alone = PlateReader(region="eu", recognizer=_Kept(plate), threads=1).observe(scene)
+    three = PlateReader(region="eu", recognizer=_Kept(plate), second_opinions=[_Kept(blur), _Kept(plate)],
+                        threads=1).observe(scene)
+    assert three.read == alone.read
+    assert len(three.evidence) == 3 * len(alone.evidence) > 0
+
+
 def test_a_second_opinion_must_spell_with_the_reader_s_alphabet(plate: OnnxRecognizer) -> None:
     class Digits:
         alphabet = "0123456789"

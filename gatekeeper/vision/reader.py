@@ -376,7 +376,8 @@ class PlateReader:
                 evidence.append((cand, glimpse))
                 read.append((cand, view))
         if evidence is not None:
-            evidence += zip([c for c, _ in read], self._second_glimpses([v for _, v in read], grammar))
+            owners = [c for c, _ in read] * len(self._second_opinions)     # each opinion's crops in turn
+            evidence += zip(owners, self._second_glimpses([v for _, v in read], grammar))
 
     def _second_glimpses(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[Glimpse]:
         """The second opinions' evidence of ``crops`` (prepared views), in order, each opinion's crops in turn."""
