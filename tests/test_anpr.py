@@ -456,7 +456,7 @@ def test_a_sure_first_row_spares_the_other_candidates(reader: PlateReader) -> No
     """A clear plate that is the most plate-like row is read from one crop, not four."""
     from gatekeeper.sim.plates import draw_plate_scene
 
-    inner = reader._recognizer
+    inner = reader.recognizer
     crops_read: list[int] = []
 
     class Counting:

@@ -58,7 +58,7 @@ def test_a_soft_small_plate_is_read_only_with_the_second_look(readers) -> None: 
 
 def test_a_clear_plate_gets_no_second_look(readers) -> None:  # type: ignore[no-untyped-def]
     with_second, _ = readers
-    inner = with_second._recognizer
+    inner = with_second.recognizer
     batches: list[int] = []
 
     class Counting:

@@ -2,10 +2,10 @@
 deblurred (:mod:`gatekeeper.vision.deblur` does the deblurring), and how the sharpened copies agree
 on a read.
 
-At an exit the copies' probabilities are scored against the sessions inside (the reader's
-``closer_look``); at an entry they vote for a plate (``closer_read``): a soft or dim plate that no
+At an exit the copies' probabilities are scored against the sessions inside
+(:meth:`CloserLook.evidence`); at an entry they vote for a plate (:meth:`CloserLook.read`): a soft or dim plate that no
 single crop reads surely is read alike through several kernels, while scenery and mush read
-differently through each (docs/anpr.md, "The entry's closer read"). Pure functions, no I/O.
+differently through each (docs/anpr.md, "The entry's closer read"). No I/O.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TypeVar
 import numpy as np
 
 from gatekeeper.vision.deblur import deblurred_crops
+from gatekeeper.vision.observation import Glimpse, Observation, PlateRead
 from gatekeeper.vision.plate_finder import TextRow, box_iou
+from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise
+from gatekeeper.vision.recognition import Recognition
 
 if TYPE_CHECKING:
     from gatekeeper.vision.plate_detector import PlateBox
-    from gatekeeper.vision.plate_formats import Decoded
 
 Box = tuple[float, float, float, float]
 PixelBox = tuple[int, int, int, int]
 Job = TypeVar("Job")
+#: One deblurred crop read: its evidence, its grammar reading (or None), and the crop with its box.
+Seen = tuple[Glimpse, "Decoded | None", tuple[np.ndarray, PixelBox]]
 
 #: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
 CLOSER_LOOK_BOXES = 1
@@ -80,3 +84,48 @@ def agreed_reading(readings: Sequence[tuple["Decoded | None", Job]]) -> tuple["D
     if not ranked or len(ranked[0]) < CLOSER_READ_MIN_VOTES or (len(ranked) > 1 and len(ranked[0]) < 2 * len(ranked[1])):
         return None
     return max(ranked[0], key=lambda dj: dj[0].confidence)
+
+
+class CloserLook:
+    """One reader's closer look: ``finder``'s surest boxes deblurred, read by ``recognition``.
+
+    ``whole_row`` turns a box into the text row it is cut as, ``view`` is the (pad_x, pad_y, real_x)
+    of that cut: the reader's first view, so a sharpened crop is cut as the first look cut the plate.
+    """
+
+    def __init__(
+        self, *, finder: PlateFinder, recognition: Recognition, whole_row: Callable[[Box], TextRow],
+        view: tuple[float, float, float],
+    ) -> None:
+        self._finder = finder
+        self._recognition = recognition
+        self._whole_row = whole_row
+        self._view = view
+
+    def _seen(self, grey: np.ndarray, grammar: PlateGrammar) -> list[Seen]:
+        pad_x, pad_y, real_x = self._view
+        jobs = closer_crops(self._finder, grey, whole_row=self._whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x)
+        read = self._recognition.recognise([crop for crop, _ in jobs], grammar)
+        return [(glimpse, decoded[0] if decoded else None, job) for job, (glimpse, decoded) in zip(jobs, read)]
+
+    def evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
+        """Every deblurred crop's probabilities, the second opinions' included: for an exit's scoring."""
+        seen = self._seen(grey, grammar)
+        crops = [crop for _, _, (crop, _) in seen]
+        return (*(glimpse for glimpse, _, _ in seen), *self._recognition.second_glimpses(crops, grammar))
+
+    def read(
+        self, grey: np.ndarray, grammar: PlateGrammar, *, region: str, offset: tuple[int, int] = (0, 0),
+    ) -> Observation:
+        """The plate the copies agree on (:func:`agreed_reading`) as a read, and their probabilities:
+        for an entry with no whole read. ``offset`` places the read's box in the whole frame."""
+        seen = self._seen(grey, grammar)
+        evidence = tuple(glimpse for glimpse, _, _ in seen)
+        agreed = agreed_reading([(decoded, job) for _, decoded, job in seen])
+        if agreed is None:
+            return Observation(None, evidence)
+        decoded, (crop, (x, y, w, h)) = agreed
+        return Observation(PlateRead(
+            text=decoded.text, normalised=normalise(decoded.plate), confidence=round(decoded.confidence, 4),
+            box=(x + offset[0], y + offset[1], w, h), crop=crop, region=region,
+        ), evidence)

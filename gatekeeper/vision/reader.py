@@ -7,8 +7,8 @@ cue that also yields a tight, deskewed text-line crop, which the recogniser
 needs: it reads whole plates with state names and frames badly), the best few
 rows are recognised in one batch, and each is decoded through the region's
 plate layouts (see :mod:`gatekeeper.vision.plate_formats`), which resolves O/0, I/1,
-B/8 ... by position. A vehicle's several frames are combined by
-:class:`PlateConsolidator`.
+B/8 ... by position. Which rows are read and how they are cut: :mod:`gatekeeper.vision.candidates`;
+the networks: :mod:`gatekeeper.vision.recognition`; the closer look: :mod:`gatekeeper.vision.closer`.
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ import logging
 import math
 import re
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 
 from gatekeeper.vision.recognizer import PLATE_RECOGNIZER, ModelNotFoundError, Recognizer
 from gatekeeper.vision.onnx_recognizer import load_recognizer
+from gatekeeper.vision.observation import Glimpse, Observation, PlateRead, glimpse
 from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise, raw_reading, reduce_probabilities
 from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, rows_in_plate_box: public here too)
     TextRow,
-    box_iou,
     row_crop,
     stretch_contrast,
     find_more_rows,
@@ -38,9 +36,18 @@ from gatekeeper.vision.plate_finder import (  # noqa: F401  (find_text_rows, row
     plate_bands,
     rows_in_plate_box,
 )
-from gatekeeper.vision.closer import PlateFinder, agreed_reading, closer_crops
+from gatekeeper.vision.closer import CloserLook, PlateFinder
+from gatekeeper.vision.consolidate import PlateConsolidator
+from gatekeeper.vision.candidates import (  # noqa: F401  (the views and box_row: public here too)
+    BOX_ROW_MIN_SCORE,
+    EXTRA_VIEWS,
+    FIRST_VIEW,
+    View,
+    box_row,
+    candidate_rows,
+)
+from gatekeeper.vision.recognition import Recognition
 from gatekeeper.vision.votes import PLATE_BONUS, RowCandidate
-from gatekeeper.vision.scoring import fold
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
@@ -57,39 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PlateRead:
-    """One plate read from one image."""
-
-    text: str
-    normalised: str
-    confidence: float
-    box: tuple[int, int, int, int]
-    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
-    timings: dict[str, float] = field(default_factory=dict, compare=False)
-    region: str = ""
-
-
-@dataclass(frozen=True)
-class Glimpse:
-    """The recogniser's output for one crop: the evidence closed-vocabulary matching scores.
-
-    ``matrix`` is folded to blank + 0-9A-Z (:func:`gatekeeper.vision.scoring.fold`);
-    ``readings`` are the grammar's reading(s) of it, the free reading a candidate is compared with.
-    """
-
-    matrix: np.ndarray = field(repr=False, compare=False)
-    readings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One image: the plate read (or None) and every crop's probabilities (even with no read)."""
-
-    read: PlateRead | None
-    evidence: tuple[Glimpse, ...] = ()
 
 
 # --------------------------------------------------------------------------- reader
@@ -133,29 +107,6 @@ def same_line(a: TextRow, b: TextRow) -> bool:
     return 0.7 < ratio < 1.4 and abs(ay - by) < 0.5 * max(a.char_height, b.char_height)
 
 
-class View(NamedTuple):
-    """How a row is cut out for the recogniser: paddings in character heights.
-
-    Only ``real_x`` of the horizontal padding is image; the rest is plain background
-    (see :func:`row_crop`).
-    """
-
-    pad_x: float
-    pad_y: float
-    real_x: float = 0.12
-
-
-#: The first view finds the best rows; the rest are extra views of the leading rows,
-#: whose readings are pooled.
-FIRST_VIEW = View(1.0, 0.08)
-EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
-
-
-#: The closer look and the plate bands recognise this many crops per call. A call's activations
-#: grow with its batch: with the heap trimmed after each read (service/memory.py) three instead of
-#: six take a read's peak from about 67 to 46 MB (docs/anpr.md, "Detector retrained with mounted plates").
-RECOGNISE_BATCH = 3
-
 #: A read from a sure box's bands (:func:`plate_bands`, when no row gave a plate) is taken only
 #: through a listed layout and at least this sure: the bands also cut the state's name and the
 #: dealer's text, which read as plates now and then (dev sample, docs/anpr.md "Plate bands").
@@ -163,23 +114,6 @@ BAND_READ_MIN_CONFIDENCE = 0.9
 #: ... and the bands are read when the rows' best reading is below this (or below ``min_confidence``),
 #: or is only a fallback layout's (``NW252`` of ``ANW2529``): the lane takes no such read as a plate.
 BANDS_BELOW = 0.5
-
-#: A detector box at least this sure is also read whole (:func:`box_row`), unless a row covers it.
-BOX_ROW_MIN_SCORE = 0.9
-#: ... its middle band of this share of the box's height is the line. 0.4-0.6 covered 1-3 more dev views
-#: (docs/anpr.md) but cuts the characters where the box hugs them, as it does on drawn plates.
-BOX_ROW_BAND = 0.8
-
-
-def box_row(box: tuple[float, float, float, float], scale: float) -> TextRow:
-    """A detected plate box as a text row of the working image: its middle :data:`BOX_ROW_BAND`
-    of height is the line (a plate's characters fill most of it; the frame's text above and below is cut),
-    so :func:`row_crop` with the first view cuts about that band."""
-    x, y, w, h = box
-    band = BOX_ROW_BAND * h
-    return TextRow((x * scale, (y + (h - band) / 2) * scale, w * scale, band * scale), 0.0,
-                   band * scale / (1 + 2 * FIRST_VIEW.pad_y), 0, 0.0)
-
 
 def _grey_in(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int]:
     """The grey image within ``roi`` and the roi's offset; ValueError for a non-image or a roi outside it."""
@@ -194,11 +128,6 @@ def _grey_in(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[
         if image.size == 0:
             raise ValueError(f"roi {roi} lies outside the {full_w}x{full_h} image")
     return (image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), ox, oy
-
-
-def _glimpse(probs: np.ndarray, alphabet: str, decoded: Sequence[Decoded]) -> Glimpse:
-    """One crop's evidence: its folded matrix and the grammar's reading(s) of it."""
-    return Glimpse(fold(probs, alphabet).astype(np.float32), tuple(d.plate for d in decoded))
 
 
 def _shipped_detector() -> "PlateFinder":
@@ -250,15 +179,11 @@ class PlateReader:
         self._second_look_rows = second_look_rows
         self._plate_bands = plate_bands
         started = time.perf_counter()
-        self._recognizer: Recognizer | None = recognizer or load_recognizer(
+        self._recognition = Recognition(recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
-        )
-        self._second_opinions = tuple(second_opinions)
-        if any(r.alphabet != self._recognizer.alphabet for r in self._second_opinions):
-            raise ValueError("a second opinion must spell with the reader's recogniser's alphabet")
-        # The first inference pays for thread pools and kernel set-up; pay it now, not on the first car.
-        for recognizer in (self._recognizer, *self._second_opinions):
-            recognizer.probabilities([np.full((32, 160), 200, np.uint8), np.full((32, 96), 60, np.uint8)])
+        ), second_opinions=second_opinions)
+        self._closer = None if detector is None else CloserLook(
+            finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW)
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
@@ -289,12 +214,12 @@ class PlateReader:
     @property
     def recognizer(self) -> Recognizer | None:
         """The recogniser this reader reads with (None once closed)."""
-        return self._recognizer
+        return self._recognition.recognizer
 
     @property
     def second_opinions(self) -> tuple[Recognizer, ...]:
         """Recognisers whose probabilities of the same crops join the evidence, not the vote."""
-        return self._second_opinions
+        return self._recognition.second_opinions
 
     @property
     def detector(self) -> "PlateFinder | None":
@@ -313,34 +238,12 @@ class PlateReader:
     def _candidates(
         self, grey: np.ndarray, work: np.ndarray, scale: float, boxes: "Sequence[PlateBox] | None" = None,
     ) -> list[RowCandidate]:
-        """OpenCV's whole-frame rows, plus up to ``detector_rows`` rows found inside the detector's
-        plate boxes where OpenCV has none; rows inside a box get ``plate_bonus``. The detector
-        only adds and marks (measured: letting its rows replace OpenCV's, or rank first, lost reads)."""
+        """The rows this frame reads (:func:`gatekeeper.vision.candidates.candidate_rows`)."""
         rows = find_text_rows(work, max_rows=self._max_candidates)
         if self._detector is None:
             return [RowCandidate(row, i) for i, row in enumerate(rows)]
-        boxes = self._boxes(grey) if boxes is None else boxes
-        added = 0
-        for det in boxes if self._detector_rows > 0 else []:
-            for row in rows_in_plate_box(grey, det.box, scale, max_rows=1):
-                if added < self._detector_rows and all(box_iou(row.box, k.box) < 0.3 for k in rows):
-                    rows.append(row)
-                    added += 1
-
-        def inside(row: TextRow, box: tuple[float, float, float, float]) -> bool:
-            x, y, w, h = box
-            cx, cy = (row.box[0] + row.box[2] / 2) / scale, (row.box[1] + row.box[3] / 2) / scale
-            return x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.5 * h <= cy <= y + 1.5 * h
-
-        def on_plate(row: TextRow) -> bool:
-            return any(inside(row, d.box) for d in boxes)
-
-        # The surest plate boxes are also read whole, as one line (box_row): where a plate's
-        # characters touch its frame or each other no blobs separate, and rows found inside it
-        # may be the frame's dealer text.
-        sure = [box_row(d.box, scale) for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: self._box_rows]
-        rows += [b for b in sure if all(box_iou(b.box, r.box) < 0.5 for r in rows)]
-        return [RowCandidate(row, i, bonus=self._plate_bonus if on_plate(row) else 0.0) for i, row in enumerate(rows)]
+        return candidate_rows(grey, rows, scale, self._boxes(grey) if boxes is None else boxes,
+                              detector_rows=self._detector_rows, box_rows=self._box_rows, plate_bonus=self._plate_bonus)
 
     def _read_views(
         self,
@@ -356,33 +259,28 @@ class PlateReader:
         Rows that read as a date or time, or as digits only at the frame's edge, go to
         ``overlays`` instead; every other crop's folded probabilities go to ``evidence``.
         """
-        assert self._recognizer is not None
+        recognizer = self._recognition.reader
         crops = [row_crop(grey, cand.row, scale, pad_x=v.pad_x, pad_y=v.pad_y, real_x=v.real_x) for cand, v in jobs]
         views = [stretch_contrast(c) for c, _ in crops]
-        alphabet = self._recognizer.alphabet
+        alphabet = recognizer.alphabet
         frame_h = grey.shape[0] * scale
         read: list[tuple[RowCandidate, np.ndarray]] = []   # crops that became evidence, for the second opinions
-        for (cand, _), (crop, box), view, probs in zip(jobs, crops, views, self._recognizer.probabilities(views)):
+        for (cand, _), (crop, box), view, probs in zip(jobs, crops, views, recognizer.probabilities(views)):
             dated = looks_like_overlay(raw_reading(probs, alphabet))
             decoded = [] if dated else grammar.decode(reduce_probabilities(probs, alphabet), top=1)
             if dated or (decoded and decoded[0].plate.isdigit() and _at_frame_edge(cand.row, frame_h)):
                 if overlays is not None:
                     overlays.append(cand.row)
                 continue
-            glimpse = _glimpse(probs, alphabet, decoded)
+            seen = glimpse(probs, alphabet, decoded)
             if decoded:
-                cand.add(decoded[0], crop, box, glimpse.matrix)
+                cand.add(decoded[0], crop, box, seen.matrix)
             if evidence is not None:
-                evidence.append((cand, glimpse))
+                evidence.append((cand, seen))
                 read.append((cand, view))
         if evidence is not None:
-            owners = [c for c, _ in read] * len(self._second_opinions)     # each opinion's crops in turn
-            evidence += zip(owners, self._second_glimpses([v for _, v in read], grammar))
-
-    def _second_glimpses(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[Glimpse]:
-        """The second opinions' evidence of ``crops`` (prepared views), in order, each opinion's crops in turn."""
-        return [glimpse for opinion in self._second_opinions
-                for glimpse, _ in self._recognise(crops, grammar, opinion)]
+            owners = [c for c, _ in read] * len(self._recognition.second_opinions)   # each opinion's crops in turn
+            evidence += zip(owners, self._recognition.second_glimpses([v for _, v in read], grammar))
 
     def _read_bands(
         self, grey: np.ndarray, grammar: PlateGrammar, boxes: "Sequence[PlateBox]",
@@ -392,22 +290,7 @@ class PlateReader:
         sure = [d for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: 1 if self._plate_bands else 0]
         jobs = [(crop, tuple(int(round(v)) for v in d.box)) for d in sure for crop in plate_bands(grey, d.box)]
         return [(glimpse, decoded[0] if decoded else None, job)
-                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], grammar))]
-
-    def _recognise(
-        self, crops: Sequence[np.ndarray], grammar: PlateGrammar, recognizer: Recognizer | None = None,
-    ) -> list[tuple[Glimpse, list[Decoded]]]:
-        """Each crop's evidence and grammar reading (by ``recognizer``, default the reader's own),
-        :data:`RECOGNISE_BATCH` crops per call: one batch of thirty grows the runtime's memory arena for good."""
-        recognizer = recognizer or self._recognizer
-        assert recognizer is not None
-        alphabet = recognizer.alphabet
-        out = []
-        for i in range(0, len(crops), RECOGNISE_BATCH):
-            for probs in recognizer.probabilities(crops[i: i + RECOGNISE_BATCH]):
-                decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
-                out.append((_glimpse(probs, alphabet, decoded), decoded))
-        return out
+                for job, (glimpse, decoded) in zip(jobs, self._recognition.recognise([c for c, _ in jobs], grammar))]
 
     def closer_look(
         self,
@@ -417,19 +300,16 @@ class PlateReader:
         roi: tuple[int, int, int, int] | None = None,
     ) -> tuple[Glimpse, ...]:
         """The probabilities of the surest plate box (and blob core) read again deblurred
-        (:mod:`gatekeeper.vision.closer`, :mod:`gatekeeper.vision.deblur`).
+        (:class:`gatekeeper.vision.closer.CloserLook`, :mod:`gatekeeper.vision.deblur`).
 
         For a vehicle the lane would otherwise hand to the attendant: about 3.3 s CPU, and as much
         again per second opinion. No plate detector configured, or no box found: nothing (the OpenCV
         rows are already read).
         """
-        region = region or self.region
-        found = self._closer_crops(image, roi, region)
-        if found is None:
+        found = self._closer_grey(image, roi)
+        if found is None or self._closer is None:
             return ()
-        seen = found[0]
-        crops = [crop for _, _, (crop, _) in seen]
-        return (*(glimpse for glimpse, _, _ in seen), *self._second_glimpses(crops, self._grammar(region)))
+        return self._closer.evidence(found[0], self._grammar(region or self.region))
 
     def closer_read(
         self,
@@ -442,40 +322,23 @@ class PlateReader:
         listed-layout plate 3+ sharpened copies read alike) and their probabilities. For an entry
         with no whole read (docs/anpr.md, "The entry's closer read"); same cost as :meth:`closer_look`.
         """
-        region = region or self.region
-        found = self._closer_crops(image, roi, region)
-        if found is None:
+        found = self._closer_grey(image, roi)
+        if found is None or self._closer is None:
             return Observation(None)
-        seen, ox, oy = found
-        evidence = tuple(glimpse for glimpse, _, _ in seen)
-        agreed = agreed_reading([(decoded, job) for _, decoded, job in seen])
-        if agreed is None:
-            return Observation(None, evidence)
-        decoded, (crop, (x, y, w, h)) = agreed
-        return Observation(PlateRead(
-            text=decoded.text, normalised=normalise(decoded.plate), confidence=round(decoded.confidence, 4),
-            box=(x + ox, y + oy, w, h), crop=crop, region=region,
-        ), evidence)
+        grey, ox, oy = found
+        region = region or self.region
+        return self._closer.read(grey, self._grammar(region), region=region, offset=(ox, oy))
 
-    def _closer_crops(
-        self, image: np.ndarray, roi: tuple[int, int, int, int] | None, region: str,
-    ) -> tuple[list[tuple[Glimpse, Decoded | None, tuple[np.ndarray, tuple[int, int, int, int]]]], int, int] | None:
-        """The closer look's deblurred crops, each with its evidence, grammar reading, and the crop with its
-        box, and the roi's offset; None without a detector, or for a non-image or a roi outside it (the
-        first look said so already)."""
-        if self._recognizer is None:
-            raise RuntimeError("PlateReader is closed")
-        if self._detector is None:
+    def _closer_grey(self, image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int] | None:
+        """The grey image the closer look reads and the roi's offset; None without a detector, or for a
+        non-image or a roi outside it (the first look said so already). RuntimeError once closed."""
+        self._recognition.reader
+        if self._closer is None:
             return None
         try:
-            grey, ox, oy = _grey_in(image, roi)
+            return _grey_in(image, roi)
         except ValueError:
             return None
-        jobs = closer_crops(self._detector, grey, whole_row=lambda b: box_row(b, 1.0), pad_x=FIRST_VIEW.pad_x,
-                            pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)
-        seen = [(glimpse, decoded[0] if decoded else None, job)
-                for job, (glimpse, decoded) in zip(jobs, self._recognise([c for c, _ in jobs], self._grammar(region)))]
-        return seen, ox, oy
 
     def read(
         self,
@@ -495,8 +358,7 @@ class PlateReader:
         roi: tuple[int, int, int, int] | None = None,
     ) -> Observation:
         """The read of :meth:`read` and the probabilities of every crop read (not dated overlays)."""
-        if self._recognizer is None:
-            raise RuntimeError("PlateReader is closed")
+        self._recognition.reader           # RuntimeError once closed
         region = region or self.region
         grammar = self._grammar(region)
         t0 = time.perf_counter()
@@ -546,7 +408,7 @@ class PlateReader:
         unsure = confidence < max(self.min_confidence, BANDS_BELOW)
         banded = self._read_bands(grey, grammar, boxes) if unsure or partial else []
         evidence += tuple(g for g, _, _ in banded)
-        evidence += tuple(self._second_glimpses([crop for _, _, (crop, _) in banded], grammar))
+        evidence += tuple(self._recognition.second_glimpses([crop for _, _, (crop, _) in banded], grammar))
         sure = [(d, crop, box) for _, d, (crop, box) in banded
                 if d is not None and not d.fallback and d.confidence >= BAND_READ_MIN_CONFIDENCE]
         if sure:        # the plate box's bands read a plate the rows did not
@@ -570,81 +432,10 @@ class PlateReader:
         ), evidence)
 
     def close(self) -> None:
-        if self._recognizer is not None:
-            for recognizer in (self._recognizer, *self._second_opinions):
-                recognizer.close()
-            self._recognizer = None
+        self._recognition.close()
 
     def __enter__(self) -> "PlateReader":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------- consolidation
-
-
-def _similar(a: str, b: str) -> bool:
-    from gatekeeper.rules import plate_distance
-
-    return plate_distance(a, b) <= 1.0
-
-
-class PlateConsolidator:
-    """One vehicle, several frames -> one plate.
-
-    Reads are clustered by similarity (an OCR slip in one frame joins its
-    vehicle's cluster); the cluster with the most confidence wins, and inside it
-    the spelling with the most confidence. ``done`` turns true as soon as one
-    read is sure enough, or after ``max_frames`` frames.
-    """
-
-    def __init__(self, *, accept_confidence: float = 0.85, max_frames: int = 5) -> None:
-        self.accept_confidence = accept_confidence
-        self.max_frames = max_frames
-        self._frames = 0
-        self._reads: list[PlateRead] = []
-
-    def add(self, read: PlateRead | None) -> None:
-        self._frames += 1
-        if read is not None and read.normalised:
-            self._reads.append(read)
-
-    @property
-    def frames(self) -> int:
-        return self._frames
-
-    @property
-    def done(self) -> bool:
-        if self._frames >= self.max_frames:
-            return True
-        return any(r.confidence >= self.accept_confidence for r in self._reads)
-
-    def result(self) -> PlateRead | None:
-        if not self._reads:
-            return None
-        clusters: list[list[PlateRead]] = []
-        for read in sorted(self._reads, key=lambda r: -r.confidence):
-            for cluster in clusters:
-                if _similar(cluster[0].normalised, read.normalised):
-                    cluster.append(read)
-                    break
-            else:
-                clusters.append([read])
-        winner = max(clusters, key=lambda c: (sum(r.confidence for r in c), len(c)))
-        weight: dict[str, float] = defaultdict(float)
-        for r in winner:
-            weight[r.normalised] += r.confidence
-        spelling = max(weight, key=lambda k: weight[k])
-        best = max((r for r in winner if r.normalised == spelling), key=lambda r: r.confidence)
-        agreement = weight[spelling] / sum(r.confidence for r in self._reads)
-        return PlateRead(
-            text=best.text,
-            normalised=best.normalised,
-            confidence=round(min(1.0, best.confidence * (0.5 + 0.5 * agreement) + 0.05 * (len(winner) - 1)), 4),
-            box=best.box,
-            crop=best.crop,
-            timings=dict(best.timings),
-            region=best.region,
-        )

@@ -1,6 +1,6 @@
 """One text row's readings over its views, and the votes that pick its plate.
 
-Each view of a row (:class:`gatekeeper.vision.reader.View`) is read and decoded through the
+Each view of a row (:class:`gatekeeper.vision.candidates.View`) is read and decoded through the
 grammar; the row's plate is the reading with most votes, a vote being the reading's confidence.
 Pooled (:func:`pooled_votes`), every view backs every reading of the row by how likely it finds
 it, so a plate whose views each hesitate on a different glyph is not split into several strings.
