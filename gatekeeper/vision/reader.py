@@ -332,7 +332,7 @@ class PlateReader:
     def _closer_grey(self, image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int] | None:
         """The grey image the closer look reads and the roi's offset; None without a detector, or for a
         non-image or a roi outside it (the first look said so already). RuntimeError once closed."""
-        self._recognition.reader
+        self._recognition.check_open()
         if self._closer is None:
             return None
         try:
@@ -358,7 +358,7 @@ class PlateReader:
         roi: tuple[int, int, int, int] | None = None,
     ) -> Observation:
         """The read of :meth:`read` and the probabilities of every crop read (not dated overlays)."""
-        self._recognition.reader           # RuntimeError once closed
+        self._recognition.check_open()
         region = region or self.region
         grammar = self._grammar(region)
         t0 = time.perf_counter()

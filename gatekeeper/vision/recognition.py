@@ -49,9 +49,14 @@ class Recognition:
     @property
     def reader(self) -> Recognizer:
         """The recogniser that reads; RuntimeError once closed."""
+        self.check_open()
+        assert self._recognizer is not None
+        return self._recognizer
+
+    def check_open(self) -> None:
+        """RuntimeError once closed: a closed reader must say so, not read with a closed network."""
         if self._recognizer is None:
             raise RuntimeError("PlateReader is closed")
-        return self._recognizer
 
     def recognise(
         self, crops: Sequence[np.ndarray], grammar: PlateGrammar, recognizer: Recognizer | None = None,
