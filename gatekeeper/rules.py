@@ -233,7 +233,7 @@ class MatchThresholds:
     the margin after this prior (0 treats them as likely as a car inside).
     """
 
-    min_score_norm: float = -2.25
+    min_score_norm: float = -1.75
     min_margin: float = 3.0
     max_free_gap: float = 8.0
     outside_prior: float = -8.0
