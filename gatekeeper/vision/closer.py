@@ -19,7 +19,7 @@ from gatekeeper.vision.deblur import deblurred_crops
 from gatekeeper.vision.observation import Glimpse, Observation, PlateRead
 from gatekeeper.vision.plate_finder import TextRow, box_iou
 from gatekeeper.vision.plate_formats import Decoded, PlateGrammar, normalise
-from gatekeeper.vision.recognition import Recognition
+from gatekeeper.vision.recognition import Recognition, Seen
 
 if TYPE_CHECKING:
     from gatekeeper.vision.plate_detector import PlateBox
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 Box = tuple[float, float, float, float]
 PixelBox = tuple[int, int, int, int]
 Job = TypeVar("Job")
-#: One deblurred crop read: its evidence, its grammar reading (or None), and the crop with its box.
-Seen = tuple[Glimpse, "Decoded | None", tuple[np.ndarray, PixelBox]]
 
 #: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
 CLOSER_LOOK_BOXES = 1
@@ -102,17 +100,14 @@ class CloserLook:
         self._whole_row = whole_row
         self._view = view
 
-    def _seen(self, grey: np.ndarray, grammar: PlateGrammar) -> list[Seen]:
+    def _seen(self, grey: np.ndarray, grammar: PlateGrammar) -> list[Seen[tuple[np.ndarray, PixelBox]]]:
         pad_x, pad_y, real_x = self._view
         jobs = closer_crops(self._finder, grey, whole_row=self._whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x)
-        read = self._recognition.recognise([crop for crop, _ in jobs], grammar)
-        return [(glimpse, decoded[0] if decoded else None, job) for job, (glimpse, decoded) in zip(jobs, read)]
+        return self._recognition.read_jobs(jobs, grammar)
 
     def evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
         """Every deblurred crop's probabilities, the second opinions' included: for an exit's scoring."""
-        seen = self._seen(grey, grammar)
-        crops = [crop for _, _, (crop, _) in seen]
-        return (*(glimpse for glimpse, _, _ in seen), *self._recognition.second_glimpses(crops, grammar))
+        return self._recognition.evidence(self._seen(grey, grammar), grammar)
 
     def read(
         self, grey: np.ndarray, grammar: PlateGrammar, *, region: str, offset: tuple[int, int] = (0, 0),

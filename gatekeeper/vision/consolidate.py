@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from gatekeeper.vision.observation import PlateRead
 
+
 def _similar(a: str, b: str) -> bool:
     from gatekeeper.rules import plate_distance
 

@@ -289,8 +289,7 @@ class PlateReader:
         reading (or None) and the crop with the box, for a photo no row gave a plate."""
         sure = [d for d in boxes if d.score >= BOX_ROW_MIN_SCORE][: 1 if self._plate_bands else 0]
         jobs = [(crop, tuple(int(round(v)) for v in d.box)) for d in sure for crop in plate_bands(grey, d.box)]
-        return [(glimpse, decoded[0] if decoded else None, job)
-                for job, (glimpse, decoded) in zip(jobs, self._recognition.recognise([c for c, _ in jobs], grammar))]
+        return self._recognition.read_jobs(jobs, grammar)
 
     def closer_look(
         self,
@@ -407,8 +406,7 @@ class PlateReader:
         partial = best is not None and best.leader is not None and best.best[best.leader][0].fallback
         unsure = confidence < max(self.min_confidence, BANDS_BELOW)
         banded = self._read_bands(grey, grammar, boxes) if unsure or partial else []
-        evidence += tuple(g for g, _, _ in banded)
-        evidence += tuple(self._recognition.second_glimpses([crop for _, _, (crop, _) in banded], grammar))
+        evidence += self._recognition.evidence(banded, grammar)
         sure = [(d, crop, box) for _, d, (crop, box) in banded
                 if d is not None and not d.fallback and d.confidence >= BAND_READ_MIN_CONFIDENCE]
         if sure:        # the plate box's bands read a plate the rows did not

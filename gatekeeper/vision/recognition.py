@@ -8,7 +8,7 @@ reads them the same way: in small batches, each crop's grammar reading and folde
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,10 @@ from gatekeeper.vision.recognizer import Recognizer
 #: each read (service/memory.py) three instead of six take a read's peak from about 67 to 46 MB
 #: (docs/anpr.md, "Detector retrained with mounted plates").
 RECOGNISE_BATCH = 3
+
+Job = TypeVar("Job")
+#: One crop read: its evidence, its grammar reading (or None), and what it was cut as.
+Seen = tuple[Glimpse, "Decoded | None", Job]
 
 
 class Recognition:
@@ -71,6 +75,17 @@ class Recognition:
                 decoded = grammar.decode(reduce_probabilities(probs, alphabet), top=1)
                 out.append((glimpse(probs, alphabet, decoded), decoded))
         return out
+
+    def read_jobs(self, jobs: Sequence[tuple[np.ndarray, Job]], grammar: PlateGrammar) -> list[Seen[Job]]:
+        """Each (crop, job) read by the recogniser that reads: its evidence, its grammar reading (or
+        None), and the job, for crops cut from a box (plate bands, the closer look's deblurred copies)."""
+        read = self.recognise([crop for crop, _ in jobs], grammar)
+        return [(seen, decoded[0] if decoded else None, job) for job, (seen, decoded) in zip(jobs, read)]
+
+    def evidence(self, seen: Sequence[Seen[tuple[np.ndarray, Any]]], grammar: PlateGrammar) -> tuple[Glimpse, ...]:
+        """The evidence of :meth:`read_jobs`' crops: their own, then the second opinions' of the same crops."""
+        crops = [crop for _, _, (crop, _) in seen]
+        return (*(g for g, _, _ in seen), *self.second_glimpses(crops, grammar))
 
     def second_glimpses(self, crops: Sequence[np.ndarray], grammar: PlateGrammar) -> list[Glimpse]:
         """The second opinions' evidence of ``crops``, in order, each opinion's crops in turn."""
