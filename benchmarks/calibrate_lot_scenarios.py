@@ -94,7 +94,8 @@ def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, p
                      alternates=alternates)
 
     def once(scores: Any) -> Any:
-        return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=scores)
+        return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=scores,
+                           read_confidence=view.get("confidence") if read else None)
 
     d = once(ranked(photos))
     if closer_look and "closer_matrices" in view and unmatched_refusal(d):

@@ -214,12 +214,19 @@ class AnprConfig(Section):
         "(a car with no session) against a candidate",
     )
 
+    match_contradicted_min_score: float = Field(
+        MatchThresholds.contradicted_min_score, ge=-10, le=0,
+        description="closed-vocabulary matching: per-character log-probability a match needs when a whole read "
+        "accept_confidence sure names another plate",
+    )
+
     @property
     def match_thresholds(self) -> MatchThresholds:
         return MatchThresholds(
             self.match_min_score, self.match_min_margin, self.match_max_free_gap, self.match_outside_prior,
             self.closer_look_min_score, self.closer_look_clear_score, self.closer_look_clear_margin,
-            self.closer_look_clear_gap,
+            self.closer_look_clear_gap, contradicted_min_score=self.match_contradicted_min_score,
+            contradicting_confidence=self.accept_confidence,
         )
 
 

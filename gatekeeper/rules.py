@@ -233,7 +233,7 @@ class MatchThresholds:
     the margin after this prior (0 treats them as likely as a car inside).
     """
 
-    min_score_norm: float = -1.75
+    min_score_norm: float = -2.25
     min_margin: float = 3.0
     max_free_gap: float = 8.0
     outside_prior: float = -8.0
@@ -246,6 +246,12 @@ class MatchThresholds:
     closer_clear_score: float = -1.5
     closer_clear_margin: float = 5.0
     closer_clear_gap: float = 6.0
+    #: A sure whole read (``contradicting_confidence`` and up: the lane's ``anpr.accept_confidence``)
+    #: of another plate than the scorer's choice (more than the string matcher's distance from it)
+    #: vetoes a choice scoring below ``contradicted_min_score``: a car with no session read clearly,
+    #: other text of its photo faintly like a car inside, stays shut (docs/anpr.md, stop 28).
+    contradicted_min_score: float = -1.75
+    contradicting_confidence: float = 0.85
 
     def for_closer_look(self) -> tuple["MatchThresholds", ...]:
         """The thresholds a match resting on the closer look must clear, any one of them: the
@@ -403,8 +409,9 @@ def closer_choice(scores: PlateScores | None, thresholds: MatchThresholds) -> st
 
 
 def unmatched_refusal(decision: "Decision") -> bool:
-    """Refused as unread or with no session found: the refusals an exit's closer look may undo."""
-    return not decision.open and decision.reason in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD)
+    """Refused as unread, with no session found, or between close candidates: the refusals an exit's
+    closer look may undo (its stricter thresholds still ask the margin over the runner-up and twins)."""
+    return not decision.open and decision.reason in (Reason.NO_PLATE, Reason.NO_ENTRY_RECORD, Reason.AMBIGUOUS)
 
 
 def scored_ambiguous(scores: PlateScores | None, thresholds: MatchThresholds) -> bool:
@@ -426,6 +433,20 @@ def _grammar_reads_best(scores: PlateScores, thresholds: MatchThresholds) -> boo
     """Only the score threshold failed, and the free reading of the evidence *is* the best
     candidate (nothing else read there): calibrated with 0 wrong accepts (docs/anpr.md)."""
     return _fallback_allowed(scores, thresholds) and bool(scores.best) and scores.free == scores.best
+
+
+def _read_contradicts(
+    key: str, confidence: float | None, chosen: str, scores: PlateScores, policy: "Policy"
+) -> bool:
+    """A sure whole read names another plate than the scorer's choice, which is too weak to overrule it
+    (``confidence`` None: a whole read of unknown confidence counts as sure)."""
+    t = policy.thresholds
+    return (
+        bool(key)
+        and (confidence is None or confidence >= t.contradicting_confidence)
+        and scores.score_norm < t.contradicted_min_score
+        and plate_distance(key, chosen) > policy.match_max_distance
+    )
 
 
 def _close_candidates(scores: PlateScores, thresholds: MatchThresholds, limit: int = 5) -> tuple[str, ...]:
@@ -543,18 +564,22 @@ def decide_exit(
     lists: Sequence[ListEntry] = (),
     policy: Policy = Policy(),
     scores: PlateScores | None = None,
+    read_confidence: float | None = None,
 ) -> Decision:
     """Exit lane: match the vehicle to a session inside, then paid/grace/fee.
 
     With ``scores`` (the plates inside ranked on the vehicle's probabilities) the scorer
     decides: its best candidate when it clears ``policy.thresholds``; shut with the close
     candidates when another fits nearly as well. The whole read ``plate`` is matched by
-    :func:`match_session` only where the scorer agrees or has no view (see docs/anpr.md).
+    :func:`match_session` only where the scorer agrees or has no view (see docs/anpr.md); a sure
+    one (``read_confidence``) of another plate vetoes a weak choice of the scorer.
     An allow-listed plate leaves free while its entry is valid, if its schedule held when the stay began.
     """
     key = normalise_plate(plate)
     if scores is not None:
         chosen = scored_choice(scores, policy.thresholds)
+        if chosen is not None and _read_contradicts(key, read_confidence, chosen, scores, policy):
+            chosen = None
         by_plate = {s.plate: s for s in sessions if s.status != "closed"}
         for s in sessions:
             if s.status != "closed":

@@ -439,6 +439,24 @@ def test_an_unmatched_exit_gets_a_closer_look_that_opens_its_session(looking) ->
     assert source.looks == 1 and lot.runners[EXIT].counters.closer_looks == 1
 
 
+def test_an_exit_undecided_between_two_sessions_gets_a_closer_look(looking) -> None:
+    """The photo fits AB123CD and AB125CD alike (ambiguous): the closer look's clear crop decides;
+    when it is as undecided, the lane stays shut with both candidates for the attendant."""
+    lot, source = looking
+    sid = paid_session(lot, "AB123CD")
+    paid_session(lot, "AB125CD")
+    source.closer = (glimpse("AB123CD"),)
+    kind, outcome = lot.one(EXIT, Read("AB123CD", 0.6), glimpse("AB123CD", {4: {"3": 0.02, "5": 0.02, "X": 0.96}}))
+    assert (outcome.open, outcome.session_id) == (True, sid) and source.looks == 1
+    lot.clock.advance(60)
+    paid_session(lot, "KL456MN")
+    paid_session(lot, "KL486MN")
+    torn = {3: {"5": 0.02, "8": 0.02, "X": 0.96}}
+    source.closer = (glimpse("KL456MN", torn),)
+    kind, outcome = lot.one(EXIT, Read("KL456MN", 0.6), glimpse("KL456MN", torn))
+    assert not outcome.open and outcome.reason == "ambiguous_match" and source.looks == 2
+
+
 def test_no_closer_look_for_a_clear_match_or_at_an_entry(looking) -> None:
     lot, source = looking
     sid = paid_session(lot, "AB123CD")

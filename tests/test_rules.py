@@ -317,7 +317,9 @@ def test_exit_ambiguous_stays_shut_and_lists_candidates() -> None:
 
 from dataclasses import dataclass as _dataclass
 
-from gatekeeper.rules import MatchThresholds, Policy as _Policy, decide_entry as _decide_entry, decide_exit as _decide_exit
+from gatekeeper.rules import (  # noqa: E402
+    Decision as _Decision, MatchThresholds, Policy as _Policy, decide_entry as _decide_entry, decide_exit as _decide_exit,
+)
 
 
 @_dataclass(frozen=True)
@@ -394,6 +396,27 @@ def test_exit_opens_when_the_evidence_reads_the_unrivalled_best_though_no_read_w
     d = _decide_exit("XY987ZZ", now=NOW, sessions=sessions, tariff=Tariff(), policy=STRICT,
                      scores=Scores("KM80RAK", free="KM80RAK", **weak))
     assert (d.open, d.reason) == (False, Reason.NO_ENTRY_RECORD)
+
+
+def test_a_sure_read_of_another_plate_vetoes_a_weak_scorer_choice() -> None:
+    """A car with no session read clearly (OZC8400), other text of its photo faintly like a car
+    inside (OZR2224 at -2.2 per character): shut. The same choice stands when it scores surely,
+    when the read is unsure, or when the read is within the string matcher's reach of it."""
+    loose = _Policy(thresholds=MatchThresholds(min_score_norm=-2.25))
+    sessions = [session(1, "OZR2224", status="paid", paid_at=NOW), session(2, "JRD2238")]
+
+    def exit_(read: str, confidence: float | None, score_norm: float) -> "_Decision":
+        scores = Scores("OZR2224", score_norm, 3.3, 2.4, (("OZR2224", 7 * score_norm), ("JRD2238", -18.7)))
+        return _decide_exit(read, now=NOW, sessions=sessions, tariff=Tariff(), policy=loose, scores=scores,
+                            read_confidence=confidence)
+
+    vetoed = exit_("OZC8400", 0.98, -2.2)
+    assert (vetoed.open, vetoed.session_id, vetoed.reason) == (False, None, Reason.NO_ENTRY_RECORD)
+    assert not exit_("OZC8400", None, -2.2).open                  # unknown confidence counts as sure
+    assert exit_("OZC8400", 0.98, -1.5).open                      # the scorer is sure enough to overrule
+    assert exit_("931ZTK", 0.55, -2.2).open                       # an unsure read vetoes nothing
+    assert exit_("OZR2Z24", 0.98, -2.2).open                      # the read is the session's, one look-alike off
+    assert exit_("", None, -2.2).open                             # no whole read: the scorer decides
 
 
 def test_entry_scores_only_let_privileged_plates_into_a_full_lot() -> None:

@@ -54,11 +54,13 @@ class DecisionRecorder:
 
     def decide(
         self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]] = (), sure: bool = True,
+        confidence: float | None = None,
     ) -> Decision:
         """Pure rules on the store's current state (no side effects).
 
-        ``plate`` is the whole read ('' for none); ``photos`` the vehicle's probabilities, per photo;
-        ``sure``: the read cleared the sure floor (an unsure entry read grants no full-lot privilege).
+        ``plate`` is the whole read ('' for none) and ``confidence`` its confidence; ``photos`` the
+        vehicle's probabilities, per photo; ``sure``: the read cleared the sure floor (an unsure entry
+        read grants no full-lot privilege).
         """
         if self.direction == "entry":
             lot = self.store.lot_state()
@@ -75,26 +77,31 @@ class DecisionRecorder:
                 sure=sure,
             )
         sessions = self.store.inside_sessions()
-        return self._decide_exit(plate, now, sessions, self._score_sessions(photos, sessions) if photos else None)
+        return self._decide_exit(plate, confidence, now, sessions,
+                                 self._score_sessions(photos, sessions) if photos else None)
 
-    def decide_closer(self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]]) -> Decision | None:
+    def decide_closer(
+        self, plate: str, *, now: datetime, photos: Sequence[Sequence[Glimpse]], confidence: float | None = None,
+    ) -> Decision | None:
         """The exit decision on ``photos`` (the closer look's crops added) when they give a match the
         closer look's stricter thresholds accept outright (no string fallback), else None."""
         sessions = self.store.inside_sessions()
         ranked = self._score_sessions(photos, sessions)
         if closer_choice(ranked, self.policy.thresholds) is None:
             return None
-        return self._decide_exit(plate, now, sessions, ranked)
+        return self._decide_exit(plate, confidence, now, sessions, ranked)
 
     def is_inside(self, session_id: int) -> bool:
         """Whether the session is still open (its vehicle has not left)."""
         return any(s.id == session_id for s in self.store.inside_sessions())
 
     def _decide_exit(
-        self, plate: str, now: datetime, sessions: Sequence[SessionView], scores: PlateScores | None,
+        self, plate: str, confidence: float | None, now: datetime, sessions: Sequence[SessionView],
+        scores: PlateScores | None,
     ) -> Decision:
         return decide_exit(plate, now=now, sessions=sessions, tariff=self.store.tariff(),
-                           lists=self.store.list_entries(), policy=self.policy, scores=scores)
+                           lists=self.store.list_entries(), policy=self.policy, scores=scores,
+                           read_confidence=confidence)
 
     def _score_sessions(self, photos: Sequence[Sequence[Glimpse]], sessions: Sequence[SessionView]) -> PlateScores | None:
         """The sessions inside (their plates and entry alternates) ranked on ``photos``."""

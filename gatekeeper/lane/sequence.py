@@ -112,9 +112,9 @@ class DecisionSequence:
                 return None
             if earlier is not None and not earlier.opened:
                 evidence = (*earlier.photos, *evidence)[-MAX_PHOTOS:]
-            decision = self.recorder.decide(plate, now=now, photos=evidence, sure=sure)
+            decision = self.recorder.decide(plate, now=now, photos=evidence, sure=sure, confidence=confidence)
             if closer_look is not None and evidence and unmatched_refusal(decision) and not (earlier and earlier.opened):
-                evidence, decision = self._closer(plate, now, evidence, decision, closer_look)
+                evidence, decision = self._closer(plate, confidence, now, evidence, decision, closer_look)
             if closer_read is not None and evidence and decision.reason == Reason.NO_PLATE and not (earlier and earlier.opened):
                 evidence, decision, read = self._closer_entry(now, evidence, decision, closer_read)
                 if read is not None:
@@ -167,7 +167,7 @@ class DecisionSequence:
         return outcome
 
     def _closer(
-        self, plate: str, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...], decision: Decision,
+        self, plate: str, confidence: float | None, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...], decision: Decision,
         closer_look: "CloserLook",
     ) -> tuple[tuple[tuple[Glimpse, ...], ...], Decision]:
         """The decision again with the closer look's crops added to the latest photo, when they give
@@ -177,7 +177,7 @@ class DecisionSequence:
         if not extra:
             return evidence, decision
         closer = (*evidence[:-1], (*evidence[-1], *extra))
-        again = self.recorder.decide_closer(plate, now=now, photos=closer)
+        again = self.recorder.decide_closer(plate, now=now, photos=closer, confidence=confidence)
         return (evidence, decision) if again is None else (closer, again)
 
     def _closer_entry(
