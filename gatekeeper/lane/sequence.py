@@ -90,9 +90,9 @@ class DecisionSequence:
         not sent). After an opening it is never decided again.
 
         ``closer_look`` (an exit camera's deblurred plate box, docs/anpr.md "Closer look") is
-        asked only when the decision would leave the vehicle to the attendant as unread or
-        unmatched, and its crops count only for a match the stricter closer-look score accepts
-        outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
+        asked only when the decision would leave the vehicle to the attendant as unread,
+        unmatched or undecided between sessions, and its crops count only for a match the
+        stricter closer-look score accepts outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
         decision it may change is the one being made. ``closer_read`` is an entry camera's: asked
         only for a vehicle with no whole read, its read (if any) is decided as an unsure one.
 
@@ -167,8 +167,8 @@ class DecisionSequence:
         return outcome
 
     def _closer(
-        self, plate: str, confidence: float | None, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...], decision: Decision,
-        closer_look: "CloserLook",
+        self, plate: str, confidence: float | None, now: datetime, evidence: tuple[tuple[Glimpse, ...], ...],
+        decision: Decision, closer_look: "CloserLook",
     ) -> tuple[tuple[tuple[Glimpse, ...], ...], Decision]:
         """The decision again with the closer look's crops added to the latest photo, when they give
         a strict outright match; otherwise the evidence and decision as they were."""
