@@ -95,7 +95,7 @@ def decide(view: dict, photos: list, read: str, sessions: list, is_whole: Any, p
 
     def once(scores: Any) -> Any:
         return decide_exit(read, now=NOW, sessions=sessions, tariff=tariff, policy=policy, scores=scores,
-                           read_confidence=view.get("confidence") if read else None)
+                           read_confidence=view.get("confidence"))
 
     d = once(ranked(photos))
     if closer_look and "closer_matrices" in view and unmatched_refusal(d):

@@ -441,7 +441,7 @@ def test_an_unmatched_exit_gets_a_closer_look_that_opens_its_session(looking) ->
 
 def test_an_exit_undecided_between_two_sessions_gets_a_closer_look(looking) -> None:
     """The photo fits AB123CD and AB125CD alike (ambiguous): the closer look's clear crop decides;
-    when it is as undecided, the lane stays shut with both candidates for the attendant."""
+    when it is as undecided, the lane stays shut as ambiguous (the attendant chooses)."""
     lot, source = looking
     sid = paid_session(lot, "AB123CD")
     paid_session(lot, "AB125CD")

@@ -92,9 +92,10 @@ class DecisionSequence:
         ``closer_look`` (an exit camera's deblurred plate box, docs/anpr.md "Closer look") is
         asked only when the decision would leave the vehicle to the attendant as unread,
         unmatched or undecided between sessions, and its crops count only for a match the
-        stricter closer-look score accepts outright. It runs under the decision lock (about 1-1.5 s, only for such vehicles): the
-        decision it may change is the one being made. ``closer_read`` is an entry camera's: asked
-        only for a vehicle with no whole read, its read (if any) is decided as an unsure one.
+        stricter closer-look score accepts outright. It runs under the decision lock (about
+        1-1.5 s, only for such vehicles): the decision it may change is the one being made.
+        ``closer_read`` is an entry camera's: asked only for a vehicle with no whole read, its
+        read (if any) is decided as an unsure one.
 
         ``sure``: the read cleared the lane's sure floor (an entry also takes unsure reads, which
         never grant a reservation or allow-list privilege on their own).
