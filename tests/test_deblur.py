@@ -148,3 +148,30 @@ def test_each_sharpened_copy_is_cut_as_the_box_row_and_the_character_band() -> N
     assert len(crops) == 2 * len(kernel_bank())
     bands = crops[1::2]
     assert all(abs(b.shape[0] - CLOSER_BAND[0] * 100) <= 1 for b in bands)   # the band, not the whole box
+
+
+@pytest.mark.parametrize("keep", ["left", "right"])
+def test_the_closer_look_reads_a_row_cut_short_wide(reader, monkeypatch, keep: str) -> None:
+    """A row the finder cut short (at a coat of arms, a state graphic) holds only part of the plate:
+    its crop cannot spell the plate, the wide views of the same row do, and the closer look carries them."""
+    from dataclasses import replace
+
+    from gatekeeper.vision.candidates import FIRST_VIEW, WIDE_VIEWS, wide_rows
+    from gatekeeper.vision.plate_finder import find_text_rows, row_crop, stretch_contrast
+    from gatekeeper.vision.votes import RowCandidate
+
+    car = cv2.resize(draw_plate_scene("RK-485AF", seed=3), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(car, cv2.COLOR_BGR2GRAY)
+    whole = max(find_text_rows(grey), key=lambda r: r.box[2])
+    x, y, w, h = whole.box
+    cut = replace(whole, box=(x, y, 0.7 * w, h) if keep == "left" else (x + 0.3 * w, y, 0.7 * w, h))
+    monkeypatch.setattr(reader, "_candidates", lambda *a, **k: [RowCandidate(cut, 0)])
+    crop, _ = row_crop(grey, cut, 1.0, pad_x=FIRST_VIEW.pad_x, pad_y=FIRST_VIEW.pad_y, real_x=FIRST_VIEW.real_x)
+    ((short, _),) = reader._recognition.recognise([stretch_contrast(crop)], reader._grammar("eu"))
+    wide = reader.wide_look(car)
+    assert len(wide) == len(WIDE_VIEWS)            # one row, each wide view once (no second opinion here)
+    assert _best([short], "RK485AF") < -1.5 < -0.8 < _best(wide, "RK485AF")
+    closer = reader.closer_look(car)                # the deblurred copies, then the wide views
+    assert all(any(np.array_equal(g.matrix, c.matrix) for c in closer) for g in wide) and len(closer) > len(wide)
+    on_plate = RowCandidate(cut, 5, bonus=1.0)
+    assert wide_rows([RowCandidate(whole, 0), RowCandidate(whole, 1), on_plate, RowCandidate(whole, 2)])[0] is cut

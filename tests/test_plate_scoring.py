@@ -315,3 +315,24 @@ def test_group_makes_spellings_of_one_session_one_candidate() -> None:
     grouped = rank_photos(evidence, ["ABZ123", "AB7123", "XY9876"], group=owner.__getitem__)
     assert grouped is not None and grouped.best == "ABZ123" and grouped.runner_up == "XY9876"
     assert grouped.margin > plain.margin
+
+
+def test_loosened_edges_let_junk_beside_the_plate_pass_and_keep_the_characters_there() -> None:
+    """A wide view: junk read as characters in the padding (a coat of arms read "W", a bolt "I")
+    sinks the plate under plain CTC; loosened, each junk frame costs at most -log(floor), the
+    middle is untouched, and a plate character in the padding (the row was cut short) still counts."""
+    from gatekeeper.vision.scoring import EDGE_BLANK_FLOOR, loosen_edges
+
+    junk = [{"W": 0.95}, {"W": 0.95}, {"I": 0.95}]
+    wide = matrix(junk + [{"-": 0.9}] + [{ch: 0.9} for ch in "RK485AF"] + [{"-": 0.9}] + junk[::-1])
+    plain = float(ctc_log_probs(wide, ["RK485AF"])[0])
+    loose_m = loosen_edges(wide, 3 / len(wide))
+    loose = float(ctc_log_probs(loose_m, ["RK485AF"])[0])
+    assert plain < -40 and loose > plain + 30
+    assert loose >= 6 * math.log(EDGE_BLANK_FLOOR) + float(ctc_log_probs(wide[3:-3], ["RK485AF"])[0]) - 1e-6
+    assert np.array_equal(loose_m[3:-3], wide[3:-3]) and np.array_equal(loose_m[:3, 1:], wide[:3, 1:])
+    # The row cut short before "5AF": those characters are in the padding and still spelt there.
+    cut = matrix([{"-": 0.9}] + [{ch: 0.9} for ch in "RK485AF"] + [{"W": 0.95}, {"W": 0.95}])
+    loose_cut = loosen_edges(cut, 5 / len(cut))
+    assert float(ctc_log_probs(loose_cut, ["RK485AF"])[0]) > float(ctc_log_probs(loose_cut, ["RK48"])[0]) + 2
+    assert np.array_equal(loosen_edges(wide, 0.0), wide)

@@ -36,6 +36,21 @@ FIRST_VIEW = View(1.0, 0.08)
 EXTRA_VIEWS = (View(0.45, 0.22), View(1.0, 0.15), View(0.7, 0.3))
 
 
+#: The exit's closer look also reads the most plate-like rows wide, with this much real image each side
+#: (in character heights): a row the finder cut short at an emblem, a state graphic or a bolt
+#: (``RK-48`` of ``RK-485AF`` beside the coat of arms, ``664`` of ``EUS [graphic] 664``) holds the
+#: whole plate in one of them. Scored as evidence only, never voted (docs/anpr.md, "Wide views").
+WIDE_VIEWS = (View(1.5, 0.15, 1.5), View(2.5, 0.15, 2.5))
+#: ... of this many rows, those on a detected plate first.
+WIDE_ROWS = 3
+
+
+def wide_rows(candidates: Sequence[RowCandidate]) -> list[TextRow]:
+    """The rows the wide views are cut from: on a plate box first, then in the finder's order."""
+    ranked = sorted(candidates, key=lambda c: (-c.bonus, c.rank))
+    return [c.row for c in ranked[:WIDE_ROWS]]
+
+
 #: A detector box at least this sure is also read whole (:func:`box_row`), unless a row covers it.
 BOX_ROW_MIN_SCORE = 0.9
 #: ... its middle band of this share of the box's height is the line. 0.4-0.6 covered 1-3 more dev views

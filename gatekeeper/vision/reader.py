@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -42,11 +43,14 @@ from gatekeeper.vision.candidates import (  # noqa: F401  (the views and box_row
     BOX_ROW_MIN_SCORE,
     EXTRA_VIEWS,
     FIRST_VIEW,
+    WIDE_VIEWS,
     View,
     box_row,
     candidate_rows,
+    wide_rows,
 )
 from gatekeeper.vision.recognition import Recognition
+from gatekeeper.vision.scoring import loosen_edges
 from gatekeeper.vision.votes import PLATE_BONUS, RowCandidate
 
 if TYPE_CHECKING:
@@ -301,14 +305,47 @@ class PlateReader:
         """The probabilities of the surest plate box (and blob core) read again deblurred
         (:class:`gatekeeper.vision.closer.CloserLook`, :mod:`gatekeeper.vision.deblur`).
 
-        For a vehicle the lane would otherwise hand to the attendant: about 3.3 s CPU, and as much
-        again per second opinion. No plate detector configured, or no box found: nothing (the OpenCV
-        rows are already read).
+        The most plate-like rows are also read wide (:meth:`wide_look`). For a vehicle the lane would
+        otherwise hand to the attendant: about 3.3 s CPU, and as much again per second opinion. No
+        plate detector configured: nothing (the OpenCV rows are already read).
         """
         found = self._closer_grey(image, roi)
         if found is None or self._closer is None:
             return ()
-        return self._closer.evidence(found[0], self._grammar(region or self.region))
+        grammar = self._grammar(region or self.region)
+        return (*self._closer.evidence(found[0], grammar), *self._wide_evidence(found[0], grammar))
+
+    def wide_look(
+        self,
+        image: np.ndarray,
+        *,
+        region: str | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> tuple[Glimpse, ...]:
+        """The probabilities of the most plate-like rows cut wide (:data:`candidates.WIDE_VIEWS`): a
+        row the finder cut short at an emblem or a graphic holds the whole plate there. Part of
+        :meth:`closer_look`; alone for calibration (benchmarks/calibrate_matching.py)."""
+        found = self._closer_grey(image, roi)
+        if found is None:
+            return ()
+        return self._wide_evidence(found[0], self._grammar(region or self.region))
+
+    def _wide_evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
+        scale = min(1.0, self._work_size / max(grey.shape[:2]))
+        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        jobs, edges = [], []
+        for row in wide_rows(self._candidates(grey, work, scale)):
+            for view in WIDE_VIEWS:
+                crop, box = row_crop(grey, row, scale, pad_x=view.pad_x, pad_y=view.pad_y, real_x=view.real_x)
+                if crop.size and min(crop.shape[:2]) >= 8:
+                    jobs.append((stretch_contrast(crop), box))
+                    edges.append(min(0.5, view.pad_x * row.char_height / scale / crop.shape[1]))
+        if not jobs:
+            return ()
+        seen = self._recognition.evidence(self._recognition.read_jobs(jobs, grammar), grammar)
+        # Each recogniser's glimpses come in the jobs' order: the padding beside the row may be junk.
+        return tuple(replace(g, matrix=loosen_edges(g.matrix, edges[i % len(edges)]).astype(np.float32))
+                     for i, g in enumerate(seen))
 
     def closer_read(
         self,

@@ -76,6 +76,27 @@ def fold(probs: np.ndarray, alphabet: str) -> np.ndarray:
     return out
 
 
+#: A wide view's padding frames may pass as nothing at this probability at least (``loosen_edges``).
+EDGE_BLANK_FLOOR = math.exp(-1.0)
+
+
+def loosen_edges(folded: np.ndarray, share: float, floor: float = EDGE_BLANK_FLOOR) -> np.ndarray:
+    """``folded`` with the blank of its first and last ``share`` of frames raised to at least ``floor``.
+
+    A wide view (:data:`gatekeeper.vision.candidates.WIDE_VIEWS`) holds what lies beside the row: the
+    rest of the plate, but also a coat of arms, a bolt, the plate's edge, which the network reads as
+    characters no plate has. There each frame may be read as nothing for at most ``-log(floor)`` nats,
+    so a plate's characters are scored without the junk beside them, while a character the frames do
+    show still counts. Not renormalised: a frame's characters keep their probability.
+    """
+    out = np.array(folded, dtype=np.float64, copy=True)
+    edge = int(round(share * len(out)))
+    if edge > 0:
+        for part in (out[:edge], out[len(out) - edge:]):
+            part[:, 0] = np.maximum(part[:, 0], floor)
+    return out
+
+
 def normalise(plate: str) -> str:
     """Upper-case letters and digits only (the key plates are stored and matched by)."""
     return "".join(ch for ch in plate.upper() if ch in _INDEX)
