@@ -264,6 +264,28 @@ def test_two_different_unread_cars_in_a_row_are_two_no_reads(lot: EvidenceLot) -
     assert len(lot.events("no_read")) == 2 and len(lot.events("same_vehicle")) == 1
 
 
+def test_two_unread_cars_whose_scraps_are_one_edit_apart_are_two_no_reads(lot: EvidenceLot) -> None:
+    """Two unread cars in a row leave scraps ("TS", "T5") one edit apart by chance: the second car is
+    decided on its own photo; pooled with the first car's (undecided between two other sessions) it
+    was a no-read. A plate-long guess one glyph off, or the very same guess again, is still the same car."""
+    sid = paid_session(lot, "R589789")
+    paid_session(lot, "KL3B8K")
+    paid_session(lot, "KL3B6K")
+    torn = Glimpse(matrix("KL3B8K", {4: {"8": 0.48, "6": 0.48}}), ("TS",))   # undecided between two cars inside
+    assert lot.one(EXIT, Read("TS"), torn)[1].reason == "ambiguous_match"
+    lot.clock.advance(2)
+    two = Glimpse(matrix("R589789"), ("T5",))           # its guess is a scrap, its crops spell a session
+    kind, outcome = lot.one(EXIT, Read("T5"), two)
+    assert kind == "decided" and (outcome.open, outcome.session_id) == (True, sid)
+    lot.clock.advance(2)
+    lot.one(EXIT, Read("KB48"), glimpse("KB48"))
+    lot.clock.advance(2)
+    assert lot.one(EXIT, Read("KB4B"), glimpse("KB4B")) == ("same_vehicle", None)
+    lot.clock.advance(2)
+    assert lot.one(EXIT, Read("KB4B"), glimpse("KB4B")) == ("same_vehicle", None)
+    assert len(lot.events("no_read")) == 1
+
+
 # --------------------------------------------------------------------------- entry alternates
 
 

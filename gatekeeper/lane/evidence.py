@@ -388,8 +388,21 @@ def _preference(photos: tuple[tuple[Glimpse, ...], ...], mine: str, other: str) 
     return best[0] - best[1]
 
 
+#: Two no-reads meet on the very same guess of at least this many characters ...
+MIN_SAME_GUESS = 3
+#: ... or on two guesses of at least this many within :data:`SAME_PLATE_DISTANCE`: scraps of two
+#: different blurred plates ("TS" and "T5", "S5" and "54") are one edit apart by chance, and taking
+#: the second car for the first pooled its photo with the wrong car's (docs/anpr.md, stop 29).
+MIN_MEETING_GUESS = 4
+
+
 def _guesses_meet(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Two no-reads look like one vehicle: a guess in common (within one look-alike-cheap edit), or none at all."""
+    """Two no-reads look like one vehicle: a guess in common (the same, or within one look-alike-cheap
+    edit when both are plate-long), or none at all."""
     if not a and not b:
         return True
-    return any(plate_distance(x, y) <= SAME_PLATE_DISTANCE for x in a for y in b)
+    return any(
+        (x == y and len(x) >= MIN_SAME_GUESS)
+        or (min(len(x), len(y)) >= MIN_MEETING_GUESS and plate_distance(x, y) <= SAME_PLATE_DISTANCE)
+        for x in a for y in b
+    )
