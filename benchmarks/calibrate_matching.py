@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/calibrate_matching.py --data ../shared/bench/plates [--out DIR]
         [--regions us,eu,br] [--limit N] [--copies 2] [--seed 11] [--cache FILE] [--threads 1] [--model-dir DIR] [--detector on|off]
-        [--exit-recognizers plate_g2,plate_g3] [--closer-look]
+        [--exit-recognizers plate_g2,plate_g3] [--closer-look] [--wide-from OLD_CACHE]
 
 Validation/calibration only, nothing is trained. For every bench photo the real reader runs on
 the photo itself (an entry camera) and on ``--copies`` seeded perturbed copies (blur, light,
@@ -145,7 +145,8 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 })
                 if args.closer_look and kind != "entry":   # what an exit lane adds before calling the attendant
                     # As the lane gets them: the wide views' padding loosened (scoring.loosen_edges).
-                    views[-1]["closer_matrices"], views[-1]["closer_free"] = _glimpses(rdr.closer_look(shot, region=region))
+                    closer = rdr.closer_look(shot, region=region)
+                    views[-1]["closer_matrices"], views[-1]["closer_free"] = _glimpses(closer)
             print(f"[{region}] {n + 1}/{len(cars)} {car.truth:10s} reads "
                   f"{[v['read'] or '-' for v in views[-len(shots):]]}  {time.monotonic() - t0:.0f} s", flush=True)
     reader.close()

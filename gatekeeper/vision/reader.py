@@ -331,6 +331,8 @@ class PlateReader:
         return self._wide_evidence(found[0], self._grammar(region or self.region))
 
     def _wide_evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
+        """Each wide view of :func:`candidates.wide_rows` read by every recogniser, its padding
+        loosened (:func:`scoring.loosen_edges`): what lies beside the row may be junk."""
         scale = min(1.0, self._work_size / max(grey.shape[:2]))
         work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         jobs, edges = [], []
