@@ -86,7 +86,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         if cached.get("key") == cache_key(args):
             print(f"evidence from {args.cache}")
             return cached["views"]
-    wide_from = getattr(args, "wide_from", None)
+    wide_from = args.wide_from
     old: dict[tuple[str, str, str], dict[str, Any]] = {}
     if wide_from is not None:     # a cache made before the closer look read rows wide: reuse all but those
         with open(wide_from, "rb") as fh:

@@ -239,6 +239,12 @@ class PlateReader:
         """The detector's plate boxes, surest first (none without a detector)."""
         return list(self._detector.detect(grey)[: self._max_candidates]) if self._detector is not None else []
 
+    def _working(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
+        """The working image rows are looked for in (at most ``work_size`` wide) and its scale."""
+        scale = min(1.0, self._work_size / max(grey.shape[:2]))
+        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return work, scale
+
     def _candidates(
         self, grey: np.ndarray, work: np.ndarray, scale: float, boxes: "Sequence[PlateBox] | None" = None,
     ) -> list[RowCandidate]:
@@ -333,8 +339,7 @@ class PlateReader:
     def _wide_evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
         """Each wide view of :func:`candidates.wide_rows` read by every recogniser, its padding
         loosened (:func:`scoring.loosen_edges`): what lies beside the row may be junk."""
-        scale = min(1.0, self._work_size / max(grey.shape[:2]))
-        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        work, scale = self._working(grey)
         jobs, edges = [], []
         for row in wide_rows(self._candidates(grey, work, scale)):
             for view in WIDE_VIEWS:
@@ -401,8 +406,7 @@ class PlateReader:
         grammar = self._grammar(region)
         t0 = time.perf_counter()
         grey, ox, oy = _grey_in(image, roi)
-        scale = min(1.0, self._work_size / max(grey.shape[:2]))
-        work = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        work, scale = self._working(grey)
         boxes = self._boxes(grey)
         candidates = self._candidates(grey, work, scale, boxes)
         t1 = time.perf_counter()
