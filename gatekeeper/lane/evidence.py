@@ -55,6 +55,13 @@ MAX_PHOTOS = 12
 #: (``anpr.vanity_min_length``) and it is this sure: 0.9 before the fallback weight.
 VANITY_MIN_CONFIDENCE = 0.63
 
+#: An entry lane takes a personalised read from 0.8 sure (0.56 after the fallback weight) as an
+#: unsure read: it lets the car in as a visitor (no privilege) and the exit scores the session on
+#: its own photos. Below 0.8 the dev sample's fallback reads were mush or one glyph too many
+#: (``CKQAJ`` of ``CK0A1F``, ``XKCS1M`` of ``KCS1M``, 0.71-0.73); from 0.8 they were the plate
+#: (``SGTE5``, ``00256M1``: no-reads before, the attendant at the entry). docs/anpr.md, stop 30.
+ENTRY_VANITY_MIN_CONFIDENCE = 0.56
+
 
 def whole_plate_check(region: str, formats: dict[str, list[str]] | None = None) -> WholePlate:
     """The lane's grammar as a predicate: True for a plate that fits a listed (non-fallback) layout."""
@@ -162,6 +169,7 @@ class VehicleEvidence:
     is_whole: WholePlate
     vanity_min_length: int = 0
     min_confidence: float = 0.0
+    vanity_min_confidence: float = VANITY_MIN_CONFIDENCE
     reads: list[tuple[PlateRead, Frame]] = field(default_factory=list)
     partial: list[PlateRead] = field(default_factory=list)
     photos: list[tuple[Glimpse, ...]] = field(default_factory=list)
@@ -188,7 +196,7 @@ class VehicleEvidence:
         plates (``NEILDMND``, ``BIMMIAN``) are long and read as surely as any (docs/anpr.md).
         """
         n = len(read.normalised)
-        return 0 < self.vanity_min_length <= n and read.confidence >= VANITY_MIN_CONFIDENCE
+        return 0 < self.vanity_min_length <= n and read.confidence >= self.vanity_min_confidence
 
     @property
     def empty(self) -> bool:
@@ -236,10 +244,13 @@ class EvidenceGatherer:
         is_whole: WholePlate,
         vanity_min_length: int = 0,
         min_confidence: float = 0.0,
+        vanity_min_confidence: float = VANITY_MIN_CONFIDENCE,
     ) -> None:
-        """``min_confidence``: this lane's floor for a whole read (the shared reader's may be lower)."""
+        """``min_confidence``: this lane's floor for a whole read (the shared reader's may be lower);
+        ``vanity_min_confidence`` its floor for a personalised one."""
         self._factory = consolidator_factory
         self.vanity_min_length = vanity_min_length
+        self.vanity_min_confidence = vanity_min_confidence
         self.min_confidence = min_confidence
         self._clock = clock
         self.read_window_s = read_window_s
@@ -281,6 +292,7 @@ class EvidenceGatherer:
             self.vehicle = VehicleEvidence(
                 self._factory(), deadline=now + self.read_window_s, started=now, is_whole=self.is_whole,
                 vanity_min_length=self.vanity_min_length, min_confidence=self.min_confidence,
+                vanity_min_confidence=self.vanity_min_confidence,
             )
         self.vehicle.add(read, glimpses, frame)
         if self.vehicle.consolidator.done or snapshot:

@@ -20,6 +20,8 @@ from gatekeeper.hardware.display import make_display
 from gatekeeper.lane.actuation import Actuator, GateEventRecorder
 from gatekeeper.lane.clock import SystemClock
 from gatekeeper.lane.evidence import (
+    ENTRY_VANITY_MIN_CONFIDENCE,
+    VANITY_MIN_CONFIDENCE,
     EvidenceGatherer,
     FrameReader,
     SameVehicleHoldOff,
@@ -39,6 +41,7 @@ from gatekeeper.lane.ports import (
     FrameSource,
     GateListener,
     LaneStore,
+    PlateRead,
     PlateReader,
     WholePlate,
 )
@@ -101,6 +104,7 @@ class LaneRunner:
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
             is_whole=whole, vanity_min_length=vanity_min_length, min_confidence=min_confidence,
+            vanity_min_confidence=ENTRY_VANITY_MIN_CONFIDENCE if lane.direction == "entry" else VANITY_MIN_CONFIDENCE,
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
@@ -304,6 +308,12 @@ class LaneRunner:
         if complete is not None:
             self.evidence.finished(self._finish(complete))
 
+    def _sure(self, read: PlateRead) -> bool:
+        """Sure enough for a privilege: above the sure floor, and a personalised read above the
+        exit's floor for one (an entry takes less sure ones, as a visitor's)."""
+        return read.confidence >= self.sure_confidence and (
+            self.evidence.is_whole(read.normalised) or read.confidence >= VANITY_MIN_CONFIDENCE)
+
     def _finish(self, vehicle: VehicleEvidence) -> str:
         """The vehicle's whole read and probabilities -> one decision, carried out (or a no-read)."""
         try:
@@ -319,7 +329,7 @@ class LaneRunner:
             outcome = self.sequence.carry_out(
                 plate_read=result.text if result else "",
                 confidence=float(result.confidence) if result else None,
-                sure=result is None or result.confidence >= self.sure_confidence,
+                sure=result is None or self._sure(result),
                 frame=frame,
                 source="camera",
                 by="camera",
