@@ -1,7 +1,7 @@
 """The lane outcome modelled on cached evidence: sessions under the entry's own read, with alternates.
 
     PYTHONPATH=. python benchmarks/calibrate_alternates.py --cache FILE [--window 0 4 6] [--limit 6]
-        [--vanity 5] [--entry-floor 0.2] [--T -1.75] [--M 3] [--G 8] [--kind exit1] [--show]
+        [--vanity 5] [--vanity-floor 0.56] [--entry-floor 0.2] [--T -1.75] [--M 3] [--G 8] [--kind exit1] [--show]
 
 ``FILE`` is the evidence of ``benchmarks/calibrate_matching.py --detector on --cache FILE`` (the real
 reader on every bench photo and two seeded exit copies; ``exit1`` is the copy
@@ -12,8 +12,8 @@ the true plates, a session here carries what the lane would store: the entry pho
 code (``lane.recorder.score`` + ``rules.decide_exit``) in a lot of 30-60 cars of its region
 (seeded), **inside** (its session among them: opening another is a wrong opening) and
 **outside** (the same lot without it: any opening is wrong). ``--vanity N`` lets an entry read no
-listed layout fits start a session when it has N+ characters and the evidence scores it 0.9 sure
-per character (the lane's ``anpr.vanity_min_length``); ``--entry-floor F`` lets an entry read of
+listed layout fits start a session when it has N+ characters and is ``--vanity-floor`` sure (the
+lane's ``anpr.vanity_min_length`` and entry floor for a personalised read); ``--entry-floor F`` lets an entry read of
 confidence F and up count (the lane's ``anpr.entry_min_confidence``). Runs in about a minute; the daemon
 benchmark takes seven. Validation and calibration only: the photos stay outside the repository.
 """
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gatekeeper.config import AnprConfig  # noqa: E402
-from gatekeeper.lane.evidence import whole_plate_check  # noqa: E402
+from gatekeeper.lane.evidence import ENTRY_VANITY_MIN_CONFIDENCE, whole_plate_check  # noqa: E402
 from gatekeeper.lane.recorder import ALTERNATE_LIMIT, ALTERNATE_WINDOW  # noqa: E402
 from gatekeeper.rules import MatchThresholds, Policy, SessionView, Tariff  # noqa: E402
 from gatekeeper.vision.reader import Glimpse  # noqa: E402
@@ -52,16 +52,22 @@ def photos_of(view: dict) -> list[tuple[Glimpse, ...]]:
 
 
 def entry_session(view: dict, whole, window: float, limit: int, vanity: int,
-                  floor: float = 0.5) -> tuple[str, dict[str, float]] | None:
+                  floor: float = 0.5, vanity_floor: float = ENTRY_VANITY_MIN_CONFIDENCE,
+                  ) -> tuple[str, dict[str, float]] | None:
     """(plate, alternates) the lane would store for this entry photo, or None (no whole read: not let in).
 
-    ``floor``: the entry's ``anpr.entry_min_confidence``; a cache without the reads' confidences
-    (before ``calibrate_matching.py`` kept them) has only the reads of 0.5 and up."""
+    ``floor``: the entry's ``anpr.entry_min_confidence``; ``vanity_floor``: its floor for a
+    personalised read (the reader's confidence, fallback weight included). A cache without the
+    reads' confidences (before ``calibrate_matching.py`` kept them) has only the reads of 0.5 and
+    up, and a personalised read there counts when the evidence scores it 0.9 sure per character."""
     seen = view.get("read_any", view["read"]) if view.get("confidence", 1.0) >= floor else view["read"]
     read = seen if seen and whole(seen) else ""
     if not read and vanity and len(seen) >= vanity:
-        sure = max(float(ctc_log_probs(m.astype(np.float64), [seen])[0]) for m in view["matrices"])
-        read = seen if sure / len(seen) >= math.log(0.9) else ""
+        if "confidence" in view:
+            read = seen if view["confidence"] >= vanity_floor else ""
+        else:
+            sure = max(float(ctc_log_probs(m.astype(np.float64), [seen])[0]) for m in view["matrices"])
+            read = seen if sure / len(seen) >= math.log(0.9) else ""
     if not read:
         return None
     alts: dict[str, float] = {}
@@ -78,7 +84,8 @@ def run(views: list[dict], args: argparse.Namespace, window: float, show: bool) 
     policy = Policy(thresholds=MatchThresholds(args.T, args.M, args.G, MatchThresholds.outside_prior, args.C))
     tariff = Tariff(free_minutes=0)
     sessions_of = {k: s for k, v in entry.items()
-                   if (s := entry_session(v, whole[k[0]], window, args.limit, args.vanity, args.entry_floor)) is not None}
+                   if (s := entry_session(v, whole[k[0]], window, args.limit, args.vanity, args.entry_floor,
+                                          args.vanity_floor)) is not None}
     res: Counter = Counter()
     for key, view in sorted(exits.items()):
         region = key[0]
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=ALTERNATE_LIMIT)
     parser.add_argument("--vanity", type=int, default=AnprConfig().vanity_min_length,
                         help="0: only listed layouts start sessions")
+    parser.add_argument("--vanity-floor", type=float, default=ENTRY_VANITY_MIN_CONFIDENCE,
+                        help="the entry's floor for a personalised read (the lane's: 0.56, 0.9 before the fallback weight)")
     parser.add_argument("--entry-floor", type=float, default=AnprConfig().entry_min_confidence,
                         help="the entry's anpr.entry_min_confidence (0.5: the exit's floor, as before it)")
     parser.add_argument("--T", type=float, default=MatchThresholds.min_score_norm)
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.cache, "rb") as fh:
         views = pickle.load(fh)["views"]
-    print(f"T {args.T} M {args.M} G {args.G} C {args.C}, vanity {args.vanity}, entry floor {args.entry_floor}, "
+    print(f"T {args.T} M {args.M} G {args.G} C {args.C}, vanity {args.vanity} from {args.vanity_floor}, entry floor {args.entry_floor}, "
           f"{args.kind} views")
     for window in args.window:
         res = run(views, args, window, args.show)

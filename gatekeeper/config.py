@@ -165,7 +165,8 @@ class AnprConfig(Section):
     )
     vanity_min_length: int = Field(
         5, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
-        "when it has at least this many characters and is 0.9 sure; 0: only listed layouts are whole",
+        "when it has at least this many characters and is 0.9 sure (an entry takes one 0.8 sure as an unsure "
+        "read); 0: only listed layouts are whole",
     )
     accept_confidence: float = Field(0.85, ge=0, le=1, description="stop reading frames once this sure")
     max_frames: int = Field(5, ge=1, le=50, description="frames read per vehicle at most")
