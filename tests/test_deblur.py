@@ -106,6 +106,12 @@ def test_the_closer_look_adds_the_blobs_core_where_it_is_elsewhere() -> None:
     faint = PlateBox((500, 300, 120, 60), 0.999, core=(510, 310, 100, 40), contrast=8.0)
     assert _closer_boxes(Found(faint, wide), grey) == [(0, 0, 400, 80), (510, 310, 100, 40)]
     assert _closer_boxes(Found(), grey) == []
+    # A van's phone number above the plate is the surest box: the plate, the second, is deblurred too; a third is not.
+    number = PlateBox((300, 100, 300, 60), 0.995, core=(320, 110, 260, 40), contrast=40.0)
+    plate = PlateBox((380, 400, 120, 60), 0.95, core=(390, 410, 100, 40), contrast=30.0)
+    third = PlateBox((50, 600, 120, 60), 0.9, core=(60, 610, 100, 40), contrast=30.0)
+    assert _closer_boxes(Found(number, plate, third), grey) == [(300, 100, 300, 60), (380, 400, 120, 60),
+                                                               (320, 110, 260, 40)]
 
 
 def test_closer_look_without_a_detector_or_a_plate_gives_nothing(reader) -> None:

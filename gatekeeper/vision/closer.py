@@ -28,8 +28,9 @@ Box = tuple[float, float, float, float]
 PixelBox = tuple[int, int, int, int]
 Job = TypeVar("Job")
 
-#: Plate boxes the closer look deblurs (the surest; a second box measured no better, docs/anpr.md).
-CLOSER_LOOK_BOXES = 1
+#: Plate boxes the closer look deblurs, the surest first. Text-covered vans and trucks put a phone
+#: number or a slogan above the plate (docs/anpr.md, stop 30): the plate is then the second box.
+CLOSER_LOOK_BOXES = 2
 #: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
 CORE_SAME_IOU = 0.9
 #: A closer read (an entry's closer look) needs this many deblurred crops to read one listed-layout
@@ -46,8 +47,8 @@ class PlateFinder(Protocol):
 
 
 def closer_boxes(finder: PlateFinder, grey: np.ndarray) -> list[Box]:
-    """The boxes the closer look deblurs: the surest plate box (as the first look found it), and the
-    core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
+    """The boxes the closer look deblurs: the two surest plate boxes (as the first look found them), and
+    the core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
     plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
     surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
     from gatekeeper.vision.plate_detector import FLAT_CONTRAST
