@@ -308,12 +308,12 @@ class PlateReader:
         region: str | None = None,
         roi: tuple[int, int, int, int] | None = None,
     ) -> tuple[Glimpse, ...]:
-        """The probabilities of the surest plate box (and blob core) read again deblurred
+        """The probabilities of the two surest plate boxes (and blob core) read again deblurred
         (:class:`gatekeeper.vision.closer.CloserLook`, :mod:`gatekeeper.vision.deblur`).
 
         The most plate-like rows are also read wide (:meth:`wide_look`). For a vehicle the lane would
-        otherwise hand to the attendant: about 3.3 s CPU, and as much again per second opinion. No
-        plate detector configured: nothing (the OpenCV rows are already read).
+        otherwise hand to the attendant: about 6 s CPU with one second opinion (docs/anpr.md, stop 30).
+        No plate detector configured: nothing (the OpenCV rows are already read).
         """
         found = self._closer_grey(image, roi)
         if found is None or self._closer is None:
