@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vanity", type=int, default=AnprConfig().vanity_min_length,
                         help="0: only listed layouts start sessions")
     parser.add_argument("--vanity-floor", type=float, default=ENTRY_VANITY_MIN_CONFIDENCE,
-                        help="the entry's floor for a personalised read (the lane's: 0.56, 0.9 before the fallback weight)")
+                        help="the entry's floor for a personalised read (the lane's: 0.56, 0.8 before the "
+                        "fallback weight)")
     parser.add_argument("--entry-floor", type=float, default=AnprConfig().entry_min_confidence,
                         help="the entry's anpr.entry_min_confidence (0.5: the exit's floor, as before it)")
     parser.add_argument("--T", type=float, default=MatchThresholds.min_score_norm)
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open(args.cache, "rb") as fh:
         views = pickle.load(fh)["views"]
-    print(f"T {args.T} M {args.M} G {args.G} C {args.C}, vanity {args.vanity} from {args.vanity_floor}, entry floor {args.entry_floor}, "
+    print(f"T {args.T} M {args.M} G {args.G} C {args.C}, vanity {args.vanity} from {args.vanity_floor}, "
+          f"entry floor {args.entry_floor}, "
           f"{args.kind} views")
     for window in args.window:
         res = run(views, args, window, args.show)

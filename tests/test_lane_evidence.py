@@ -365,7 +365,9 @@ def test_unsure_or_short_reads_no_layout_fits_stay_no_reads(lot: EvidenceLot, re
     assert kind == "no_read" and not outcome.open and lot.store.sessions() == []
 
 
-def test_a_fairly_sure_personalised_read_lets_the_car_in_as_a_visitor(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_a_fairly_sure_personalised_read_lets_the_car_in_as_a_visitor(
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
     """SGTE5 read 0.83 sure through a fallback (0.58 after the weight): below the exit's floor for a
     personalised plate (0.63), above the entry's (0.56). The car enters as a visitor: the reservation
     its plate holds is not taken on that read alone (no crops for the scorer to confirm it), and the
