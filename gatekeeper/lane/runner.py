@@ -104,7 +104,7 @@ class LaneRunner:
             consolidator_factory=consolidator_factory, clock=self.clock,
             read_window_s=lane.read_window_s, uses_arrival=lane.arrival_pin is not None,
             is_whole=whole, vanity_min_length=vanity_min_length, min_confidence=min_confidence,
-            vanity_min_confidence=ENTRY_VANITY_MIN_CONFIDENCE if lane.direction == "entry" else VANITY_MIN_CONFIDENCE,
+            vanity_min_confidence=lane_vanity_min_confidence(lane.direction),
         )
         self.recorder = DecisionRecorder(
             lane_id=lane.id, direction=lane.direction, store=store, clock=self.clock,
@@ -420,6 +420,12 @@ def policy_from_settings(settings: Settings) -> Policy:
 def lane_min_confidence(anpr: AnprConfig, direction: str) -> float:
     """The floor of a whole read on a lane of ``direction``: an entry takes unsure reads (docs/anpr.md)."""
     return anpr.entry_min_confidence if direction == "entry" else anpr.min_confidence
+
+
+def lane_vanity_min_confidence(direction: str) -> float:
+    """The floor of a personalised read on a lane of ``direction``: an entry takes less sure ones, as a
+    visitor's (docs/anpr.md, stop 30)."""
+    return ENTRY_VANITY_MIN_CONFIDENCE if direction == "entry" else VANITY_MIN_CONFIDENCE
 
 
 def default_consolidator_factory(anpr: AnprConfig) -> ConsolidatorFactory:
