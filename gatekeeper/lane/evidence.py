@@ -67,13 +67,7 @@ def whole_plate_check(region: str, formats: dict[str, list[str]] | None = None) 
     """The lane's grammar as a predicate: True for a plate that fits a listed (non-fallback) layout."""
     from gatekeeper.vision.plate_formats import PlateGrammar
 
-    layouts = [layout for layout in PlateGrammar.for_region(region, formats or {}).layouts if not layout.fallback]
-
-    def whole(plate: str) -> bool:
-        key = normalise_plate(plate)
-        return bool(key) and any(layout.fits(key) for layout in layouts)
-
-    return whole
+    return PlateGrammar.for_region(region, formats or {}).listed
 
 
 class FrameReader:

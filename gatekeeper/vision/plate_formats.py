@@ -203,6 +203,11 @@ class PlateGrammar:
             raise ValueError(f"unknown plate region {region!r} (known: {', '.join(known)})")
         return cls([compile_layout(p) for p in dict.fromkeys(patterns)], region=region)
 
+    def listed(self, plate: str) -> bool:
+        """True for a plate that fits one of the listed (non-fallback) layouts: a whole plate."""
+        key = normalise(plate)
+        return bool(key) and any(layout.fits(key) for layout in self.layouts if not layout.fallback)
+
     def decode(self, probs: np.ndarray, *, top: int = 3) -> list[Decoded]:
         """Best reading per layout from a reduced ``(frames, 37)`` matrix, best first."""
         probs = _lift_lookalikes(_collapse_blanks(probs))

@@ -52,6 +52,7 @@ from gatekeeper.vision.candidates import (  # noqa: F401  (the views and box_row
 from gatekeeper.vision.recognition import Recognition
 from gatekeeper.vision.scoring import loosen_edges
 from gatekeeper.vision.votes import PLATE_BONUS, RowCandidate
+from gatekeeper.vision.zoom import ZoomedFinder
 
 if TYPE_CHECKING:
     from gatekeeper.config import AnprConfig
@@ -82,6 +83,13 @@ SURE_FIRST_ROW = 0.9
 #: (:func:`gatekeeper.vision.plate_finder.find_more_rows`): other binarisations find rows of
 #: blurred, dim or small plates that the first look's blobs merged or lost (docs/anpr.md).
 SECOND_LOOK_BELOW = 0.6
+
+#: A small plate's read (:meth:`PlateReader.small_plate_read`, an entry's last look) must be a whole
+#: plate at least this sure. Its boxes are the ones the first look did not read, so it mostly sees
+#: scenery: on the dev photos, the scenery it read as a whole plate (dealer text, Mercosur bands,
+#: bumpers) came out at 0.53-0.76 but for two truck slogans, the plates at 0.8 and up but for two
+#: (docs/anpr.md, "Small plates").
+SMALL_PLATE_MIN_CONFIDENCE = 0.8
 
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
 _OVERLAY = re.compile(
@@ -188,6 +196,7 @@ class PlateReader:
         ), second_opinions=second_opinions)
         self._closer = None if detector is None else CloserLook(
             finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW)
+        self._zoomed = None if detector is None else ZoomedFinder(detector, skip=max_candidates)
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
@@ -362,15 +371,47 @@ class PlateReader:
         roi: tuple[int, int, int, int] | None = None,
     ) -> Observation:
         """The closer look's crops as a read (:func:`gatekeeper.vision.closer.agreed_reading`: the
-        listed-layout plate 3+ sharpened copies read alike) and their probabilities. For an entry
-        with no whole read (docs/anpr.md, "The entry's closer read"); same cost as :meth:`closer_look`.
+        listed-layout plate 3+ sharpened copies read alike) and their probabilities; when they agree on
+        none, :meth:`small_plate_read`'s. For an entry with no whole read (docs/anpr.md, "The entry's
+        closer read", "Small plates"); about the cost of :meth:`closer_look`.
         """
         found = self._closer_grey(image, roi)
         if found is None or self._closer is None:
             return Observation(None)
         grey, ox, oy = found
         region = region or self.region
-        return self._closer.read(grey, self._grammar(region), region=region, offset=(ox, oy))
+        closer = self._closer.read(grey, self._grammar(region), region=region, offset=(ox, oy))
+        if closer.read is not None:
+            return closer
+        small = self._small_plates(grey, (ox, oy), region)
+        return Observation(small.read, (*closer.evidence, *small.evidence))
+
+    def small_plate_read(
+        self,
+        image: np.ndarray,
+        *,
+        region: str | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> Observation:
+        """The first look at the plate boxes the detector finds only in the frame enlarged
+        (:class:`gatekeeper.vision.zoom.ZoomedFinder`: plates a few dozen pixels wide): a read only
+        when it is a whole plate (a listed layout) at least :data:`SMALL_PLATE_MIN_CONFIDENCE` sure.
+        Part of :meth:`closer_read`; alone for calibration. No plate detector configured: nothing."""
+        found = self._closer_grey(image, roi)
+        if found is None:
+            return Observation(None)
+        grey, ox, oy = found
+        return self._small_plates(grey, (ox, oy), region or self.region)
+
+    def _small_plates(self, grey: np.ndarray, offset: tuple[int, int], region: str) -> Observation:
+        if self._zoomed is None:
+            return Observation(None)
+        t0 = time.perf_counter()
+        seen = self._look(grey, offset, region, self._zoomed.detect(grey)[: self._max_candidates], t0=t0, small=True)
+        read = seen.read
+        if read is None or read.confidence < SMALL_PLATE_MIN_CONFIDENCE or not self._grammar(region).listed(read.normalised):
+            return Observation(None, seen.evidence)
+        return seen
 
     def _closer_grey(self, image: np.ndarray, roi: tuple[int, int, int, int] | None) -> tuple[np.ndarray, int, int] | None:
         """The grey image the closer look reads and the roi's offset; None without a detector, or for a
@@ -402,13 +443,24 @@ class PlateReader:
     ) -> Observation:
         """The read of :meth:`read` and the probabilities of every crop read (not dated overlays)."""
         self._recognition.check_open()
-        region = region or self.region
-        grammar = self._grammar(region)
         t0 = time.perf_counter()
         grey, ox, oy = _grey_in(image, roi)
+        return self._look(grey, (ox, oy), region or self.region, self._boxes(grey), t0=t0)
+
+    def _look(
+        self, grey: np.ndarray, offset: tuple[int, int], region: str, boxes: "Sequence[PlateBox]", *, t0: float,
+        small: bool = False,
+    ) -> Observation:
+        """The first look at ``grey`` with the detector's ``boxes``: OpenCV's rows too, unless ``small``
+        (:meth:`small_plate_read`: the boxes are all there is to read, each read whole and in rows)."""
+        ox, oy = offset
+        grammar = self._grammar(region)
         work, scale = self._working(grey)
-        boxes = self._boxes(grey)
-        candidates = self._candidates(grey, work, scale, boxes)
+        if small:
+            candidates = candidate_rows(grey, [], scale, boxes, detector_rows=len(boxes), box_rows=len(boxes),
+                                        plate_bonus=self._plate_bonus)
+        else:
+            candidates = self._candidates(grey, work, scale, boxes)
         t1 = time.perf_counter()
         glimpses: list[tuple[RowCandidate, Glimpse]] = []
         overlays: list[TextRow] = []
@@ -417,7 +469,7 @@ class PlateReader:
             self._read_views(grey, scale, grammar, [(candidates[0], FIRST_VIEW)], overlays, glimpses)
             if candidates[0].score(1) < SURE_FIRST_ROW:
                 self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in candidates[1:]], overlays, glimpses)
-        if self._second_look_rows > 0 and max((c.score(1) for c in candidates), default=-math.inf) < self._second_look_below:
+        if not small and self._second_look_rows > 0 and max((c.score(1) for c in candidates), default=-math.inf) < self._second_look_below:
             more = find_more_rows(work, [c.row for c in candidates], max_rows=self._second_look_rows)
             extra = [RowCandidate(row, i) for i, row in enumerate(more)]
             self._read_views(grey, scale, grammar, [(c, FIRST_VIEW) for c in extra], overlays, glimpses)
