@@ -87,3 +87,23 @@ def test_bad_settings_are_refused(detector) -> None:
         ZoomedFinder(detector, zoom=0.5)
     with pytest.raises(ValueError, match="not an image"):
         ZoomedFinder(detector).detect(np.zeros((0, 0), np.uint8))
+
+
+def test_the_exits_closer_look_deblurs_the_plate_only_the_enlarged_frame_shows(detector, reader) -> None:
+    """An exit camera's small, soft plate: not among the whole frame's boxes the closer look deblurs,
+    but the enlarged tiles' surest box; its sharpened copies score the plate (the session the exit
+    scores) well, and above a look-alike one glyph away."""
+    import cv2
+
+    from gatekeeper.vision.closer import closer_boxes
+    from tests.test_deblur import _best, motion_kernel
+
+    frame, plate = _plate_in_frame("7ABC123", **SMALL)
+    frame = cv2.filter2D(frame, -1, motion_kernel(3, 0.0))
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    assert not any(_inside(b, plate) for b in closer_boxes(detector, grey))
+    assert any(_inside(b, plate) for b in closer_boxes(detector, grey, ZoomedFinder(detector)))
+    assert _best(reader.observe(frame).evidence, "7ABC123") < -5            # the first look has nothing of it
+    seen = reader.closer_look(frame)
+    assert _best(seen, "7ABC123") > -1.0                                   # nats per character
+    assert _best(seen, "7ABC123") > _best(seen, "7ABC128") + 0.5

@@ -31,6 +31,10 @@ Job = TypeVar("Job")
 #: Plate boxes the closer look deblurs, the surest first. Text-covered vans and trucks put a phone
 #: number or a slogan above the plate (docs/anpr.md, stop 30): the plate is then the second box.
 CLOSER_LOOK_BOXES = 2
+#: ... and the surest plate boxes this many that only the frame enlarged shows (:mod:`gatekeeper.vision.zoom`):
+#: on the dev sample's exit copies the detector missed or ranked low a scaled or blurred plate the
+#: enlarged tiles rank first (docs/anpr.md, "Small plates").
+CLOSER_ZOOM_BOXES = 1
 #: The closer look also deblurs a blob's core (``PlateBox.core``) unless it overlaps the box this much.
 CORE_SAME_IOU = 0.9
 #: A closer read (an entry's closer look) needs this many deblurred crops to read one listed-layout
@@ -46,11 +50,12 @@ class PlateFinder(Protocol):
     def detect(self, image: np.ndarray, *, min_contrast: float = ...) -> "Sequence[PlateBox]": ...
 
 
-def closer_boxes(finder: PlateFinder, grey: np.ndarray) -> list[Box]:
+def closer_boxes(finder: PlateFinder, grey: np.ndarray, zoomed: PlateFinder | None = None) -> list[Box]:
     """The boxes the closer look deblurs: the two surest plate boxes (as the first look found them), and
     the core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
     plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
-    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core")."""
+    surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core").
+    With ``zoomed``, also its surest box (:data:`CLOSER_ZOOM_BOXES`): a plate only the enlarged frame shows."""
     from gatekeeper.vision.plate_detector import FLAT_CONTRAST
 
     out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
@@ -58,16 +63,18 @@ def closer_boxes(finder: PlateFinder, grey: np.ndarray) -> list[Box]:
     core = found[0].core if found else None
     if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
         out.append(core)
+    if zoomed is not None:
+        out += [d.box for d in zoomed.detect(grey)[:CLOSER_ZOOM_BOXES]]
     return out
 
 
 def closer_crops(
     finder: PlateFinder, grey: np.ndarray, *, whole_row: Callable[[Box], TextRow], pad_x: float, pad_y: float,
-    real_x: float,
+    real_x: float, zoomed: PlateFinder | None = None,
 ) -> list[tuple[np.ndarray, PixelBox]]:
     """Every recogniser crop of the closer look, with the box it was cut from (full-resolution pixels)."""
     return [(crop, (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3]))))
-            for box in closer_boxes(finder, grey)
+            for box in closer_boxes(finder, grey, zoomed)
             for crop in deblurred_crops(grey, box, whole_row=whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x)]
 
 
@@ -86,7 +93,7 @@ def agreed_reading(readings: Sequence[tuple["Decoded | None", Job]]) -> tuple["D
 
 
 class CloserLook:
-    """One reader's closer look: ``finder``'s surest boxes deblurred, read by ``recognition``.
+    """One reader's closer look: ``finder``'s surest boxes (and ``zoomed``'s) deblurred, read by ``recognition``.
 
     ``whole_row`` turns a box into the text row it is cut as, ``view`` is the (pad_x, pad_y, real_x)
     of that cut: the reader's first view, so a sharpened crop is cut as the first look cut the plate.
@@ -94,16 +101,18 @@ class CloserLook:
 
     def __init__(
         self, *, finder: PlateFinder, recognition: Recognition, whole_row: Callable[[Box], TextRow],
-        view: tuple[float, float, float],
+        view: tuple[float, float, float], zoomed: PlateFinder | None = None,
     ) -> None:
         self._finder = finder
+        self._zoomed = zoomed
         self._recognition = recognition
         self._whole_row = whole_row
         self._view = view
 
     def _seen(self, grey: np.ndarray, grammar: PlateGrammar) -> list[Seen[tuple[np.ndarray, PixelBox]]]:
         pad_x, pad_y, real_x = self._view
-        jobs = closer_crops(self._finder, grey, whole_row=self._whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x)
+        jobs = closer_crops(self._finder, grey, whole_row=self._whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x,
+                            zoomed=self._zoomed)
         return self._recognition.read_jobs(jobs, grammar)
 
     def evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:

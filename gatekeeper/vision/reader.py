@@ -194,9 +194,10 @@ class PlateReader:
         self._recognition = Recognition(recognizer or load_recognizer(
             runtime=runtime, model_dir=model_dir, threads=threads, name=recognizer_name, tuning_file=tuning_file
         ), second_opinions=second_opinions)
-        self._closer = None if detector is None else CloserLook(
-            finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW)
         self._zoomed = None if detector is None else ZoomedFinder(detector, skip=max_candidates)
+        self._closer = None if detector is None else CloserLook(
+            finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW,
+            zoomed=self._zoomed)
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
