@@ -158,10 +158,11 @@ class AnprConfig(Section):
         "session and its alternates on the exit's probabilities); an unsure read never grants a full lot's privilege",
     )
     closer_look: bool = Field(
-        True, description="before leaving a vehicle to the attendant, read the plate box (and the core of the "
-        "surest blob) again deblurred with a bank of motion and defocus kernels: at an exit an unread or unmatched "
-        "vehicle is scored again, at an entry an unread one takes the plate 3+ sharpened copies read alike "
-        "(about 1.5-3 s CPU, those vehicles only)",
+        True, description="before leaving a vehicle to the attendant, read the two surest plate boxes (the core "
+        "of the surest blob, and the surest box only the photo enlarged twice shows) again deblurred with a bank "
+        "of motion and defocus kernels: at an exit an unread, unmatched or undecided vehicle is scored again, at "
+        "an entry an unread one takes the plate 3+ sharpened copies read alike, else a whole plate read 0.8 sure "
+        "in the enlarged photo (about 5-8 s CPU, those vehicles only)",
     )
     vanity_min_length: int = Field(
         5, ge=0, le=8, description="a read no listed layout fits is still a whole plate (a personalised plate) "
