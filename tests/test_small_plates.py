@@ -107,3 +107,21 @@ def test_the_exits_closer_look_deblurs_the_plate_only_the_enlarged_frame_shows(d
     seen = reader.closer_look(frame)
     assert _best(seen, "7ABC123") > -1.0                                   # nats per character
     assert _best(seen, "7ABC123") > _best(seen, "7ABC128") + 0.5
+
+
+def test_the_enlarged_tiles_buffers_are_handed_back_after_the_search(detector) -> None:
+    """Each enlarged tile is twice a frame's working set: the detector's arena is shrunk once the
+    tiles are searched, so the daemon does not hold it from then on (the figures: daemon_memory.py)."""
+    released: list[int] = []
+
+    class Watched:
+        def detect(self, image: np.ndarray, **kwargs: float):
+            return detector.detect(image, **kwargs)
+
+        def release_memory(self) -> None:
+            released.append(1)
+            detector.release_memory()
+
+    frame, plate = _plate_in_frame("7ABC123", **SMALL)
+    assert ZoomedFinder(Watched()).detect(frame) and released == [1]
+    assert any(_inside(b.box, plate) for b in ZoomedFinder(detector).detect(frame))   # still finds after a release

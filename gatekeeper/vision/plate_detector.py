@@ -120,6 +120,15 @@ class PlateDetector:
         self.threshold = threshold
         self.extent = extent
         self.outline = outline
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def release_memory(self) -> None:
+        """Hand the runtime's idle buffers back to the system: a tiny run that shrinks its memory arena.
+        The arena keeps the largest frame's buffers for good; after the enlarged tiles of
+        :class:`gatekeeper.vision.zoom.ZoomedFinder` (each twice a frame's working set) that is about
+        50 MB the daemon would hold from then on (docs/anpr.md, "Small plates")."""
+        self._session.run(None, {self._input: np.zeros((1, 1, 32, 32), np.float32)}, self._shrink)
 
     def probabilities(self, grey: np.ndarray) -> tuple[np.ndarray, float]:
         """Plate probability per cell of the working frame, and the frame-to-working scale."""

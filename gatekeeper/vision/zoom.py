@@ -73,6 +73,9 @@ class ZoomedFinder:
                 for box in self.finder.detect(tile, **kwargs):
                     found.append(PlateBox(_to_frame(box.box, z, x0, y0), box.score,
                                           None if box.core is None else _to_frame(box.core, z, x0, y0), box.contrast))
+        release = getattr(self.finder, "release_memory", None)   # PlateDetector: the tiles' buffers
+        if callable(release):
+            release()
         found.sort(key=lambda b: -b.score)
         out: list[PlateBox] = []
         for box in found:   # the surest copy of a plate two tiles share; none the first look read
