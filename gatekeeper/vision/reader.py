@@ -85,10 +85,10 @@ SURE_FIRST_ROW = 0.9
 SECOND_LOOK_BELOW = 0.6
 
 #: A small plate's read (:meth:`PlateReader.small_plate_read`, an entry's last look) must be a whole
-#: plate at least this sure. Its boxes are the ones the first look did not read, so it mostly sees
-#: scenery: on the dev photos, the scenery it read as a whole plate (dealer text, Mercosur bands,
-#: bumpers) came out at 0.53-0.76 but for two truck slogans, the plates at 0.8 and up but for two
-#: (docs/anpr.md, "Small plates").
+#: plate at least this sure. Its boxes are the ones the first look did not read, so it sees scenery
+#: too: read alone on the 216 dev photos, what it read as a whole plate off the plate (dealer text,
+#: bumpers, Brazilian cars' surroundings) came out at 0.53-0.76 but for one truck slogan, the plate
+#: itself (or a misread of it) at 0.8 and up, 28 times, but for two (docs/anpr.md, "Small plates").
 SMALL_PLATE_MIN_CONFIDENCE = 0.8
 
 #: Dates and clock times: the timestamp a camera burns into its pictures, never a plate.
