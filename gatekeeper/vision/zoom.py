@@ -4,8 +4,9 @@ Why: the detector works on a frame of about 960 px (:class:`gatekeeper.vision.pl
 so a plate 55 px wide in a 1280 px scene arrives about 40 px wide, and its blob is lost among bumper
 and grille shapes. Enlarged twice, tile by tile, the same plate is among the surest boxes (dev sample:
 ``CH0P8Y``, ``CCV020`` and ``J868321``'s plates, none or rank 2-7 in the whole frame, rank 0-1 in
-a tile; docs/anpr.md, "Small plates"). A frame costs 8-15 detector runs (10-30 ms each), so this is
-only for an entry vehicle left unread by every other look. No I/O.
+a tile; docs/anpr.md, "Small plates"). A frame costs 8-15 detector runs (about 120 ms CPU in all), so
+this is only for a vehicle about to be left to the attendant: the closer look deblurs the tiles'
+surest box, and an entry no other look has read gets the first look on their boxes. No I/O.
 """
 
 from __future__ import annotations
