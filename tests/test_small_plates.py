@@ -102,7 +102,7 @@ def test_the_exits_closer_look_deblurs_the_plate_only_the_enlarged_frame_shows(d
     frame = cv2.filter2D(frame, -1, motion_kernel(3, 0.0))
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     assert not any(_inside(b, plate) for b in closer_boxes(detector, grey))
-    assert any(_inside(b, plate) for b in closer_boxes(detector, grey, ZoomedFinder(detector)))
+    assert any(_inside(b, plate) for b in closer_boxes(detector, grey, ZoomedFinder(detector).detect(grey)))
     assert _best(reader.observe(frame).evidence, "7ABC123") < -5            # the first look has nothing of it
     seen = reader.closer_look(frame)
     assert _best(seen, "7ABC123") > -1.0                                   # nats per character

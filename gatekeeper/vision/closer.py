@@ -50,12 +50,13 @@ class PlateFinder(Protocol):
     def detect(self, image: np.ndarray, *, min_contrast: float = ...) -> "Sequence[PlateBox]": ...
 
 
-def closer_boxes(finder: PlateFinder, grey: np.ndarray, zoomed: PlateFinder | None = None) -> list[Box]:
+def closer_boxes(finder: PlateFinder, grey: np.ndarray, zoomed: "Sequence[PlateBox]" = ()) -> list[Box]:
     """The boxes the closer look deblurs: the two surest plate boxes (as the first look found them), and
     the core of the surest blob of any contrast where that is elsewhere. A washed-out or dark exit photo's
     plate can fall below the first look's contrast floor, and a blurred plate's blob spreads into its
     surround while its core stays on the characters (docs/anpr.md, "Closer look at the blob's core").
-    With ``zoomed``, also its surest box (:data:`CLOSER_ZOOM_BOXES`): a plate only the enlarged frame shows."""
+    Of ``zoomed`` (the boxes only the enlarged frame shows, surest first), also the first
+    :data:`CLOSER_ZOOM_BOXES`."""
     from gatekeeper.vision.plate_detector import FLAT_CONTRAST
 
     out = [d.box for d in finder.detect(grey)[:CLOSER_LOOK_BOXES]]
@@ -63,14 +64,12 @@ def closer_boxes(finder: PlateFinder, grey: np.ndarray, zoomed: PlateFinder | No
     core = found[0].core if found else None
     if core is not None and all(box_iou(core, b) < CORE_SAME_IOU for b in out):
         out.append(core)
-    if zoomed is not None:
-        out += [d.box for d in zoomed.detect(grey)[:CLOSER_ZOOM_BOXES]]
-    return out
+    return out + [d.box for d in zoomed[:CLOSER_ZOOM_BOXES]]
 
 
 def closer_crops(
     finder: PlateFinder, grey: np.ndarray, *, whole_row: Callable[[Box], TextRow], pad_x: float, pad_y: float,
-    real_x: float, zoomed: PlateFinder | None = None,
+    real_x: float, zoomed: "Sequence[PlateBox]" = (),
 ) -> list[tuple[np.ndarray, PixelBox]]:
     """Every recogniser crop of the closer look, with the box it was cut from (full-resolution pixels)."""
     return [(crop, (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3]))))
@@ -93,7 +92,7 @@ def agreed_reading(readings: Sequence[tuple["Decoded | None", Job]]) -> tuple["D
 
 
 class CloserLook:
-    """One reader's closer look: ``finder``'s surest boxes (and ``zoomed``'s) deblurred, read by ``recognition``.
+    """One reader's closer look: ``finder``'s surest boxes (and the enlarged frame's) deblurred, read by ``recognition``.
 
     ``whole_row`` turns a box into the text row it is cut as, ``view`` is the (pad_x, pad_y, real_x)
     of that cut: the reader's first view, so a sharpened crop is cut as the first look cut the plate.
@@ -101,30 +100,33 @@ class CloserLook:
 
     def __init__(
         self, *, finder: PlateFinder, recognition: Recognition, whole_row: Callable[[Box], TextRow],
-        view: tuple[float, float, float], zoomed: PlateFinder | None = None,
+        view: tuple[float, float, float],
     ) -> None:
         self._finder = finder
-        self._zoomed = zoomed
         self._recognition = recognition
         self._whole_row = whole_row
         self._view = view
 
-    def _seen(self, grey: np.ndarray, grammar: PlateGrammar) -> list[Seen[tuple[np.ndarray, PixelBox]]]:
+    def _seen(
+        self, grey: np.ndarray, grammar: PlateGrammar, zoomed: "Sequence[PlateBox]",
+    ) -> list[Seen[tuple[np.ndarray, PixelBox]]]:
         pad_x, pad_y, real_x = self._view
         jobs = closer_crops(self._finder, grey, whole_row=self._whole_row, pad_x=pad_x, pad_y=pad_y, real_x=real_x,
-                            zoomed=self._zoomed)
+                            zoomed=zoomed)
         return self._recognition.read_jobs(jobs, grammar)
 
-    def evidence(self, grey: np.ndarray, grammar: PlateGrammar) -> tuple[Glimpse, ...]:
-        """Every deblurred crop's probabilities, the second opinions' included: for an exit's scoring."""
-        return self._recognition.evidence(self._seen(grey, grammar), grammar)
+    def evidence(self, grey: np.ndarray, grammar: PlateGrammar, *, zoomed: "Sequence[PlateBox]" = ()) -> tuple[Glimpse, ...]:
+        """Every deblurred crop's probabilities, the second opinions' included: for an exit's scoring.
+        ``zoomed``: the boxes only the enlarged frame shows (:class:`gatekeeper.vision.zoom.ZoomedFinder`)."""
+        return self._recognition.evidence(self._seen(grey, grammar, zoomed), grammar)
 
     def read(
         self, grey: np.ndarray, grammar: PlateGrammar, *, region: str, offset: tuple[int, int] = (0, 0),
+        zoomed: "Sequence[PlateBox]" = (),
     ) -> Observation:
         """The plate the copies agree on (:func:`agreed_reading`) as a read, and their probabilities:
         for an entry with no whole read. ``offset`` places the read's box in the whole frame."""
-        seen = self._seen(grey, grammar)
+        seen = self._seen(grey, grammar, zoomed)
         evidence = tuple(glimpse for glimpse, _, _ in seen)
         agreed = agreed_reading([(decoded, job) for _, decoded, job in seen])
         if agreed is None:

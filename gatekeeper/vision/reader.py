@@ -196,8 +196,7 @@ class PlateReader:
         ), second_opinions=second_opinions)
         self._zoomed = None if detector is None else ZoomedFinder(detector, skip=max_candidates)
         self._closer = None if detector is None else CloserLook(
-            finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW,
-            zoomed=self._zoomed)
+            finder=detector, recognition=self._recognition, whole_row=lambda b: box_row(b, 1.0), view=FIRST_VIEW)
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
@@ -329,7 +328,8 @@ class PlateReader:
         if found is None or self._closer is None:
             return ()
         grammar = self._grammar(region or self.region)
-        return (*self._closer.evidence(found[0], grammar), *self._wide_evidence(found[0], grammar))
+        return (*self._closer.evidence(found[0], grammar, zoomed=self._zoomed_boxes(found[0])),
+                *self._wide_evidence(found[0], grammar))
 
     def wide_look(
         self,
@@ -381,10 +381,11 @@ class PlateReader:
             return Observation(None)
         grey, ox, oy = found
         region = region or self.region
-        closer = self._closer.read(grey, self._grammar(region), region=region, offset=(ox, oy))
+        zoomed = self._zoomed_boxes(grey)   # searched once: the closer read deblurs one, the small-plate read reads them
+        closer = self._closer.read(grey, self._grammar(region), region=region, offset=(ox, oy), zoomed=zoomed)
         if closer.read is not None:
             return closer
-        small = self._small_plates(grey, (ox, oy), region)
+        small = self._small_plates(grey, (ox, oy), region, zoomed)
         return Observation(small.read, (*closer.evidence, *small.evidence))
 
     def small_plate_read(
@@ -402,13 +403,19 @@ class PlateReader:
         if found is None:
             return Observation(None)
         grey, ox, oy = found
-        return self._small_plates(grey, (ox, oy), region or self.region)
+        return self._small_plates(grey, (ox, oy), region or self.region, self._zoomed_boxes(grey))
 
-    def _small_plates(self, grey: np.ndarray, offset: tuple[int, int], region: str) -> Observation:
-        if self._zoomed is None:
+    def _zoomed_boxes(self, grey: np.ndarray) -> "list[PlateBox]":
+        """The plate boxes only the frame enlarged shows, surest first (none without a detector)."""
+        return [] if self._zoomed is None else self._zoomed.detect(grey)
+
+    def _small_plates(
+        self, grey: np.ndarray, offset: tuple[int, int], region: str, zoomed: "Sequence[PlateBox]",
+    ) -> Observation:
+        if not zoomed:
             return Observation(None)
         t0 = time.perf_counter()
-        seen = self._look(grey, offset, region, self._zoomed.detect(grey)[: self._max_candidates], t0=t0, small=True)
+        seen = self._look(grey, offset, region, zoomed[: self._max_candidates], t0=t0, small=True)
         read = seen.read
         if read is None or read.confidence < SMALL_PLATE_MIN_CONFIDENCE or not self._grammar(region).listed(read.normalised):
             return Observation(None, seen.evidence)
